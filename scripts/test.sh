@@ -11,7 +11,9 @@ cd "$root"
 export PYTHONPATH="$root/worker/src:$root/operator/src${PYTHONPATH:+:$PYTHONPATH}"
 echo "== test cluster: binaries and images (cached)"
 "$root/tests/cluster/build.sh"
-"$root/tests/cluster/images.sh"
+"$root/tests/cluster/images.sh" \
+  docker.io/library/ncrsh-swarm-operator:0.1.0=Dockerfile.operator \
+  docker.io/library/ncrsh-swarm-worker:0.1.0=Dockerfile.worker
 echo "== ruff"
 "$venv/bin/ruff" check .
 "$venv/bin/ruff" format --check .

@@ -1,6 +1,6 @@
 """Run the test cluster by hand.
 
-    python -m tests.cluster up [--nodes N] [--fake-nodes N] [--gpus N] [--name NAME]
+    python -m tests.cluster up [--nodes N] [--fake-nodes N] [--gpus N] [--name NAME] [--images]
     python -m tests.cluster status [--name NAME]
     python -m tests.cluster down [--name NAME]
 
@@ -16,6 +16,7 @@ import json
 import sys
 
 from .harness import Cluster, ClusterError, ClusterSpec
+from .nodes import our_image_tars
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,9 +26,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--nodes", type=int, default=0, help="real nodes (kubelet+containerd), 0-2; needs root")
     p.add_argument("--fake-nodes", type=int, default=1, help="heartbeat-only nodes (control-plane mode)")
     p.add_argument("--gpus", type=int, default=4, help="nvidia.com/gpu capacity per node")
+    p.add_argument(
+        "--images",
+        action="store_true",
+        help="also import our worker and operator images (built by images.sh) into the nodes",
+    )
     args = p.parse_args(argv)
     cluster = Cluster(
-        ClusterSpec(name=args.name, nodes=args.nodes, fake_nodes=args.fake_nodes, gpus_per_node=args.gpus)
+        ClusterSpec(
+            name=args.name,
+            nodes=args.nodes,
+            fake_nodes=args.fake_nodes,
+            gpus_per_node=args.gpus,
+            image_tars=our_image_tars() if args.images else (),
+        )
     )
     try:
         if args.command == "up":

@@ -1,10 +1,11 @@
 """A fake node's heartbeat: keeps one Node Ready (Lease and status) without a kubelet or containers.
 
 The control-plane-only cluster has no kubelet, so KCM's node-lifecycle controller would mark a node
-NotReady and taint it `unreachable` 50 s after its last heartbeat. This process renews the node's
-Lease in kube-node-lease and re-asserts `Ready=True` every `--period` seconds, as a kubelet does, so
-the scheduler keeps binding pods (for example ones that request `nvidia.com/gpu`) to it. Pods bound
-to a fake node stay Pending: nothing runs them. Stop this process to simulate a dead kubelet.
+NotReady and taint it `unreachable` 20 s (harness.py's grace period) after its last heartbeat. This
+process renews the node's Lease in kube-node-lease and re-asserts `Ready=True` every `--period`
+seconds, as a kubelet does, so the scheduler keeps binding pods (for example ones that request
+`nvidia.com/gpu`) to it. Pods bound to a fake node stay Pending: nothing runs them. Stop this process
+to simulate a dead kubelet.
 
 Run by harness.py; stdlib only so it starts in any interpreter:
     python fakenode.py --server https://127.0.0.1:PORT --ca CA --cert CRT --key KEY --node NAME
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cert", required=True)
     p.add_argument("--key", required=True)
     p.add_argument("--node", required=True)
-    p.add_argument("--period", type=float, default=10.0)
+    p.add_argument("--period", type=float, default=5.0)
     args = p.parse_args(argv)
     api = Api(args.server, args.ca, args.cert, args.key)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

@@ -679,7 +679,9 @@ class Cluster:
                 f"--service-account-private-key-file={pki}/sa.key",
                 f"--root-ca-file={pki}/ca.crt",
                 "--controllers=*",
-                "--node-monitor-grace-period=50s",
+                # A node that stops answering is NotReady (and its pods due for eviction) after 20 s, not
+                # the default 50 s: the kubelets and fake nodes heartbeat every 5 s.
+                "--node-monitor-grace-period=20s",
                 f"--cluster-signing-cert-file={pki}/ca.crt",
                 f"--cluster-signing-key-file={pki}/ca.key",
                 "--kube-api-qps=100",

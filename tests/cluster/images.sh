@@ -8,7 +8,8 @@
 #
 # Output: ${NCRSH_CACHE:-$HOME/.cache/ncrsh-swarm}/images/*.tar (one per image, skipped when the
 # image already exists in podman and its tar exists). Flags: reference section 0b (runc,
-# ulimits, --pull=never, host network, the host's CA bundle for pip inside builds).
+# ulimits, --pull=never, host network, the host's CA bundle for pip inside builds,
+# mounted beside the image's own so that installing ca-certificates in a build still works).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -18,7 +19,7 @@ mkdir -p "$out"
 log() { printf '[images.sh %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 pm() { nice -n 19 podman --cgroup-manager=cgroupfs --events-backend=file --runtime runc "$@"; }
 BUILD_FLAGS=(--pull=never --network host --ulimit nofile=1024:1024 --ulimit nproc=1024:1024
-  -v /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro)
+  -v /etc/ssl/certs/ca-certificates.crt:/run/host-ca.crt:ro --build-arg PIP_CERT=/run/host-ca.crt)
 tarname() { printf '%s.tar' "$(printf '%s' "$1" | tr '/:' '__')"; }
 save() {  # IMAGE
   local t; t=$out/$(tarname "$1")
@@ -55,11 +56,24 @@ if ! have $base; then
   log "base image $base in $((SECONDS - t)) s"
 fi
 
+# Our Dockerfiles: rebuilt only when their inputs change (the Dockerfile, .dockerignore, the lock
+# files and the sources that the build context admits); the hash is stored next to the tar.
+inputs_hash() {  # DOCKERFILE
+  (cd "$repo" && find "$1" .dockerignore pyproject.toml README.md locks worker/src operator/src -type f \
+      -not -path '*/__pycache__/*' -not -name '*.pyc' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum) \
+    | sha256sum | cut -c1-16
+}
 for pair in "$@"; do
   img=${pair%%=*} dockerfile=${pair#*=}
+  hash=$(inputs_hash "$dockerfile") stamp=$out/$(tarname "$img").inputs
+  if have "$img" && [[ -f $stamp && $(cat "$stamp") == "$hash" ]]; then
+    log "$img up to date (inputs $hash)"
+    continue
+  fi
   t=$SECONDS
-  pm build "${BUILD_FLAGS[@]}" -f "$repo/$dockerfile" -t "$img" "$repo" >&2
+  pm build "${BUILD_FLAGS[@]}" --label "io.ncrsh.inputs=$hash" -f "$repo/$dockerfile" -t "$img" "$repo" >&2
   save "$img"
-  log "$img in $((SECONDS - t)) s"
+  printf '%s\n' "$hash" > "$stamp"
+  log "$img in $((SECONDS - t)) s ($(pm image inspect --format '{{.Size}}' "$img" | numfmt --to=iec) unpacked)"
 done
 ls "$out"/*.tar

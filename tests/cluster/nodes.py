@@ -10,8 +10,11 @@ One node-mode cluster per machine (kubelet chains, the bridges and port 53 on 10
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -22,6 +25,8 @@ from .harness import (
     PAUSE_IMAGE,
     ClusterError,
     _make_cgroup,
+    _ours,
+    _pids_mentioning,
     _run,
     _stop_pids,
     free_port,
@@ -34,9 +39,37 @@ if TYPE_CHECKING:
 CNI_BIN_DIR = "/usr/lib/cni"
 
 
+#: The images every node gets: the pause image and the Dockerfiles' base. Our own images (GBs for
+#: the worker) are imported only where a test asks for them (ClusterSpec.image_tars).
+BASE_IMAGE_TARS = ("registry.k8s.io_pause_3.10.tar", "docker.io_library_debian_bookworm-slim.tar")
+
+
+def images_dir() -> Path:
+    return Path(os.environ.get("NCRSH_CACHE", Path.home() / ".cache" / "ncrsh-swarm")) / "images"
+
+
 def image_tars() -> list[Path]:
-    cache = Path(os.environ.get("NCRSH_CACHE", Path.home() / ".cache" / "ncrsh-swarm"))
-    return sorted((cache / "images").glob("*.tar"))
+    """The base image tars that images.sh has built."""
+    return [p for p in (images_dir() / name for name in BASE_IMAGE_TARS) if p.exists()]
+
+
+#: Our images, as scripts/test.sh has images.sh build them from Dockerfile.worker / .operator.
+OUR_IMAGE_TARS = (
+    "docker.io_library_ncrsh-swarm-worker_0.1.0.tar",
+    "docker.io_library_ncrsh-swarm-operator_0.1.0.tar",
+)
+
+
+def our_image_tars() -> tuple[Path, ...]:
+    """The tars of our worker and operator images; ClusterError when images.sh has not built them."""
+    tars = tuple(images_dir() / name for name in OUR_IMAGE_TARS)
+    missing = [t.name for t in tars if not t.exists()]
+    if missing:
+        raise ClusterError(
+            f"image tars missing in {images_dir()}: {', '.join(missing)} (run tests/cluster/images.sh "
+            "with the Dockerfiles, as scripts/test.sh does)"
+        )
+    return tars
 
 
 def _containerd_config(nd: Path, sock: Path) -> str:
@@ -133,6 +166,7 @@ def _kubelet_config(
         "syncFrequency": "10s",
         "fileCheckFrequency": "10s",
         "nodeStatusUpdateFrequency": "5s",
+        "nodeLeaseDurationSeconds": 20,  # renewed every 5 s; KCM's grace period is 20 s
     }
 
 
@@ -189,15 +223,17 @@ def _wait(cluster: Cluster, what: str, cond: Any, watch: tuple[str, ...]) -> Non
 def start(cluster: Cluster, api_ip: str, node_ips: list[str]) -> None:
     cluster.state["api_ip"] = api_ip
     cluster.apply(*COREDNS_RBAC)
-    tars = image_tars()
+    tars = [*image_tars(), *cluster.spec.image_tars]
     if not any("pause" in t.name for t in tars):
         raise ClusterError("no pause image tar: run tests/cluster/images.sh")
     root, b = cluster.root, cluster.bin
-    for i, ip in enumerate(node_ips):
+    socks: list[Path] = []
+    for i in range(len(node_ips)):
         nd = root / f"node{i}"
         for sub in ("cni", "containerd", "kubelet", "pod-logs", "volume-plugins", "runc"):
             (nd / sub).mkdir(parents=True, exist_ok=True)
         sock = nd / "containerd.sock"
+        socks.append(sock)
         (nd / "containerd.toml").write_text(_containerd_config(nd, sock))
         (nd / "cni" / "10-ncrsh.conflist").write_text(json.dumps(_cni_config(i, nd), indent=1))
         (nd / "resolv.conf").write_text(f"nameserver {api_ip}\n")
@@ -211,10 +247,18 @@ def start(cluster: Cluster, api_ip: str, node_ips: list[str]) -> None:
             lambda s=sock: s.exists() and bool(_ctr(s, "version", timeout=10)),
             (f"containerd-{i}",),
         )
+
+    def import_images(i: int) -> None:
         t = time.monotonic()
         for tar in tars:
-            _ctr(sock, "images", "import", str(tar))
+            _ctr(socks[i], "images", "import", str(tar))
         cluster.timings[f"image_import_node{i}_s"] = time.monotonic() - t
+
+    # The nodes import side by side: hashing a multi-GB tar is CPU-bound, one core per node.
+    with concurrent.futures.ThreadPoolExecutor(len(node_ips)) as pool:
+        list(pool.map(import_images, range(len(node_ips))))
+    for i, ip in enumerate(node_ips):
+        nd, sock = root / f"node{i}", socks[i]
         write_kubeconfig(root / f"node{i}.kubeconfig", cluster.server, cluster.pki, f"node{i}")
         ports = {"port": free_port(ip), "healthz": free_port()}
         (nd / "kubelet.json").write_text(
@@ -295,6 +339,28 @@ def drain(cluster: Cluster) -> None:
         if not busy:
             break
         time.sleep(0.5)
+
+
+def stop_node(cluster: Cluster, i: int) -> None:
+    """Node i dies as a machine that loses power does: its kubelet, containerd, shims and every
+    container are SIGKILLed, nothing is drained. The Node object and its pods stay in the API for
+    the control plane to notice (NotReady after the grace period, then taint-based eviction)."""
+    nd = cluster.root / f"node{i}"
+    procs: dict[str, int] = cluster.state.get("procs", {})
+    victims = [procs.pop(n) for n in (f"kubelet-{i}", f"containerd-{i}") if n in procs]
+    victims += _pids_mentioning(f"{nd}/")  # the shims name the node's containerd socket
+    for pid in victims:
+        if _ours(pid, cluster.marker):  # PIDs get reused: only a process naming our run dir
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    for runc_root in sorted(nd.glob("runc/*")):
+        listing = _run(["runc", "--root", str(runc_root), "list", "-q"], check=False).stdout.split()
+        for cid in listing:
+            _run(["runc", "--root", str(runc_root), "delete", "--force", cid], check=False)
+    # down() must not wait on a containerd that is gone: drain() skips nodes without a socket.
+    (nd / "containerd.sock").unlink(missing_ok=True)
+    cluster.state.setdefault("stopped_nodes", []).append(i)
+    cluster._save()
 
 
 def kill_containers(cluster: Cluster) -> None:

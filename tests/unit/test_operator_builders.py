@@ -253,6 +253,17 @@ def test_settings_shape_pods() -> None:
     assert "runtimeClassName" not in _pod(_spec(), "worker-0", settings)["spec"]
 
 
+@pytest.mark.parametrize(("seconds", "expected"), [(None, 30), (0, 0), (120, 120)])
+def test_pods_leave_a_lost_node_after_the_setting(seconds: int | None, expected: int) -> None:
+    settings = Settings() if seconds is None else Settings(node_lost_seconds=seconds)
+    for node_id in ("root", "agg-0", "worker-0"):
+        tolerations = _pod(_spec(), node_id, settings)["spec"]["tolerations"]
+        assert {(t["key"], t["effect"], t["tolerationSeconds"]) for t in tolerations} == {
+            ("node.kubernetes.io/unreachable", "NoExecute", expected),
+            ("node.kubernetes.io/not-ready", "NoExecute", expected),
+        }
+
+
 def test_headless_service() -> None:
     svc = build_service(_spec(), OWNER)
     assert svc["metadata"]["name"] == "digits"

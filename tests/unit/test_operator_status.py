@@ -265,8 +265,9 @@ def test_settings_from_env(env: dict[str, str], expected: Settings) -> None:
         ({"SWARM_METRICS_PORT": "70000"}, "SWARM_METRICS_PORT=70000: not a port"),
         ({"SWARM_IMAGE_PULL_POLICY": "Sometimes"}, "not a pull policy"),
         ({"SWARM_SYNC_INTERVAL_SECONDS": "0"}, "must be positive"),
+        ({"SWARM_NODE_LOST_SECONDS": "-1"}, "SWARM_NODE_LOST_SECONDS must not be negative"),
     ],
-    ids=["not-a-number", "port-range", "pull-policy", "zero-interval"],
+    ids=["not-a-number", "port-range", "pull-policy", "zero-interval", "negative-node-lost"],
 )
 def test_settings_errors_name_the_variable(env: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError, match=message.replace("(", r"\(")):

@@ -229,6 +229,15 @@ def _volumes(spec: SwarmSpec, job: str, node: TreeNode) -> tuple[list[dict[str, 
     return volumes, mounts
 
 
+def node_lost_tolerations(seconds: int) -> list[dict[str, Any]]:
+    """Leave a node that stopped answering after `seconds`, not the default five minutes: a round
+    waits for the quorum, so a lost node's pods are better replaced on another node soon."""
+    return [
+        {"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": seconds}
+        for key in ("node.kubernetes.io/unreachable", "node.kubernetes.io/not-ready")
+    ]
+
+
 def build_pod(
     spec: SwarmSpec, owner: Body, node: TreeNode, settings: Settings | None = None
 ) -> dict[str, Any]:
@@ -285,6 +294,7 @@ def build_pod(
         },
         "containers": [container],
         "volumes": volumes,
+        "tolerations": node_lost_tolerations(settings.node_lost_seconds),
     }
     if settings.pod_service_account:
         pod_spec["serviceAccountName"] = settings.pod_service_account

@@ -34,6 +34,10 @@ class Settings:
     #: A quarantined node's pod is replaced only after it has run this long, so a fresh replacement
     #: gets the chance to earn back its reputation before it is judged again.
     quarantine_grace_seconds: float = 120.0
+    #: Seconds a swarm pod stays bound to a node that stopped answering (the `unreachable` and
+    #: `not-ready` NoExecute tolerations; Kubernetes' default is 300). After that the taint manager
+    #: evicts it and the operator replaces it elsewhere, recording `NodeLost`.
+    node_lost_seconds: int = 30
     #: imagePullPolicy of the swarm pods (`IfNotPresent` suits images imported into the node).
     image_pull_policy: str = "IfNotPresent"
     #: ServiceAccount of the swarm pods; empty uses the namespace's default.
@@ -75,6 +79,8 @@ class Settings:
         for name in ("sync_interval_seconds", "status_timeout_seconds"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{ENV[name]} must be positive")
+        if self.node_lost_seconds < 0:
+            raise SettingsError(f"{ENV['node_lost_seconds']} must not be negative")
         if self.max_status_nodes < 1:
             raise SettingsError(f"{ENV['max_status_nodes']} must be at least 1")
         if self.image_pull_policy not in ("Always", "IfNotPresent", "Never"):
@@ -90,6 +96,7 @@ ENV: dict[str, str] = {
     "status_timeout_seconds": "SWARM_STATUS_TIMEOUT_SECONDS",
     "max_status_nodes": "SWARM_MAX_STATUS_NODES",
     "quarantine_grace_seconds": "SWARM_QUARANTINE_GRACE_SECONDS",
+    "node_lost_seconds": "SWARM_NODE_LOST_SECONDS",
     "image_pull_policy": "SWARM_IMAGE_PULL_POLICY",
     "pod_service_account": "SWARM_POD_SERVICE_ACCOUNT",
     "gpu_runtime_class": "SWARM_GPU_RUNTIME_CLASS",

@@ -152,6 +152,16 @@ class Worker:
         self.rounds_trained += 1
         send(sock, self.last_update, m)
         m.round_seconds.observe(elapsed)
+        # One line per round: what `kubectl logs` of a worker shows.
+        log.info(
+            "%s: round %d: loss %.4f, %d samples in %.2f s, update %d bytes",
+            self.rt.node.id,
+            self.round,
+            result.loss,
+            result.samples,
+            elapsed,
+            self.last_update.nbytes,
+        )
 
     def run(self) -> int:
         rt = self.rt
