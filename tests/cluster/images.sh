@@ -26,7 +26,7 @@ save() {  # IMAGE
   pm save --format docker-archive -o "$t.partial" "$1" >/dev/null && mv "$t.partial" "$t"
   log "saved $1 -> $t ($(du -h "$t" | cut -f1))"
 }
-have() { pm image exists "$1" && [[ -f $out/$(tarname "$1") ]]; }
+have() { pm image exists "$1" && [[ -s $out/$(tarname "$1") ]]; }
 tmpdirs=()
 trap 'rm -rf "${tmpdirs[@]}"' EXIT
 
@@ -74,6 +74,9 @@ for pair in "$@"; do
   pm build "${BUILD_FLAGS[@]}" --label "io.ncrsh.inputs=$hash" -f "$repo/$dockerfile" -t "$img" "$repo" >&2
   save "$img"
   printf '%s\n' "$hash" > "$stamp"
-  log "$img in $((SECONDS - t)) s ($(pm image inspect --format '{{.Size}}' "$img" | numfmt --to=iec) unpacked)"
+  log "$img in $((SECONDS - t)) s ($(pm images --format '{{.Size}}' "$img") unpacked)"
+  built=1
 done
+# Older builds of our images are dangling now; the stages they share with the new ones are kept.
+[[ -n ${built:-} ]] && pm image prune -f >/dev/null
 ls "$out"/*.tar

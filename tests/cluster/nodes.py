@@ -14,6 +14,7 @@ import concurrent.futures
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -216,6 +217,17 @@ def _ctr(sock: Path, *args: str, timeout: float = 600) -> str:
     return _run(["ctr", "--address", str(sock), "-n", "k8s.io", *args], timeout=timeout).stdout
 
 
+def _drop_unpacked_layers(sock: Path) -> None:
+    """Delete the layer blobs of the imported images once they are unpacked into snapshots, as the
+    CRI's `discard_unpacked_layers` does for pulls: a container needs only the manifest, the config
+    and the snapshots, and the worker image's layers would otherwise hold 6 GB more per node."""
+    listing = _ctr(sock, "content", "ls")
+    for digest in sorted(
+        set(re.findall(r"containerd\.io/gc\.ref\.content\.l\.\d+=(sha256:[0-9a-f]{64})", listing))
+    ):
+        _ctr(sock, "content", "rm", digest)
+
+
 def _wait(cluster: Cluster, what: str, cond: Any, watch: tuple[str, ...]) -> None:
     cluster._wait(what, cond, watch)
 
@@ -252,6 +264,7 @@ def start(cluster: Cluster, api_ip: str, node_ips: list[str]) -> None:
         t = time.monotonic()
         for tar in tars:
             _ctr(socks[i], "images", "import", str(tar))
+        _drop_unpacked_layers(socks[i])
         cluster.timings[f"image_import_node{i}_s"] = time.monotonic() - t
 
     # The nodes import side by side: hashing a multi-GB tar is CPU-bound, one core per node.

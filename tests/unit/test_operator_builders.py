@@ -13,6 +13,7 @@ from swarm_operator.builders import (
     build_pod,
     build_pods,
     build_service,
+    cpu_threads,
     creation_order,
     gpu_resources,
     node_command,
@@ -262,6 +263,16 @@ def test_pods_leave_a_lost_node_after_the_setting(seconds: int | None, expected:
             ("node.kubernetes.io/unreachable", "NoExecute", expected),
             ("node.kubernetes.io/not-ready", "NoExecute", expected),
         }
+
+
+@pytest.mark.parametrize(
+    ("cpu", "threads"), [("200m", 1), ("1", 1), ("1500m", 1), ("2", 2), ("2.5", 2), ("16", 16), ("x", 1)]
+)
+def test_compute_threads_follow_the_cpu_request(cpu: str, threads: int) -> None:
+    assert cpu_threads(cpu) == threads
+    pod = _pod(_spec(workers={"resources": {"cpu": cpu}}), "worker-0")
+    env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
+    assert env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == str(threads)
 
 
 def test_headless_service() -> None:

@@ -15,6 +15,7 @@ parent at `<job>-<parent id>.<job>.<namespace>.svc`, a name that survives the pa
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -190,7 +191,19 @@ def _http_probe(period: int, failures: int) -> dict[str, Any]:
     }
 
 
+def cpu_threads(cpu: str) -> int:
+    """Compute threads for a pod's CPU request ("200m", "1", "2.5" -> 1, 1, 2): torch would
+    otherwise start one thread per host core in every pod, and pods sharing a node slow each other
+    down many times over."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)(m?)", cpu.strip())
+    if match is None:
+        return 1
+    cores = float(match.group(1)) / (1000 if match.group(2) else 1)
+    return max(1, math.floor(cores))
+
+
 def _env(spec: SwarmSpec, job: str, node: TreeNode) -> list[dict[str, Any]]:
+    threads = str(cpu_threads(spec.workers.resources.cpu))
     env: list[dict[str, Any]] = [
         {"name": "SWARM_JOB", "value": job},
         {"name": "SWARM_NODE_ID", "value": node.id},
@@ -199,6 +212,8 @@ def _env(spec: SwarmSpec, job: str, node: TreeNode) -> list[dict[str, Any]]:
         {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
         {"name": "HOME", "value": WORKDIR},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
+        {"name": "OMP_NUM_THREADS", "value": threads},
+        {"name": "MKL_NUM_THREADS", "value": threads},
     ]
     if node.role == "root":
         env.append({"name": "SWARM_CHECKPOINT_DIR", "value": checkpoint_dir(spec)})
