@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -71,9 +72,8 @@ def chart(e2e_cluster: Kube) -> Iterator[Kube]:
         "--wait",
         "--timeout",
         "5m",
-        # A lost node's pods move within 20 s (default 30) so that the node-loss test stays short.
-        "--set",
-        "operator.nodeLostSeconds=20",
+        "--values",
+        str(Path(__file__).parent / "values.yaml"),
         timeout=330,
     )
     kube.kubectl(

@@ -1,6 +1,7 @@
-"""User path 4: examples/byzantine.yaml (two simulated ALIE attackers among 8 workers, trimmed mean
-with reputation) run by the operator in real pods. The attackers end with the lowest reputations
-and are quarantined, and the accuracy bar is still met."""
+"""User path 4: examples/robust.yaml (two simulated ALIE attackers among 8 workers; centered
+clipping with f = 2 and reputation, the configuration of benchmarks/results/attacks_swarm.md) run
+by the operator in real pods. The attackers end with the lowest reputations and are quarantined,
+and the accuracy bar is still met."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ NAMESPACE = "e2e-byzantine"
 
 
 def test_attackers_are_quarantined_and_accuracy_holds(chart: Kube) -> None:
-    manifest = sized_for_test_nodes(example("byzantine.yaml"))
+    manifest = sized_for_test_nodes(example("robust.yaml"))
     job = manifest["metadata"]["name"]
     attackers = {f"worker-{b['worker']}" for b in manifest["spec"]["simulation"]["byzantine"]}
     chart.namespace(NAMESPACE)
