@@ -66,3 +66,8 @@ def test_pods_of_a_lost_node_are_replaced_on_the_other_node(chart: Kube) -> None
     ready = {c["type"]: c["status"] for c in node["status"]["conditions"]}["Ready"]
     assert ready == "Unknown"
     chart.kubectl("delete", "namespace", NAMESPACE, "--wait=false")
+    # What an admin does about a machine that is gone for good: the pods still bound to it (the
+    # operator's old pod, when it was there) can never finish terminating, so they are force-deleted.
+    chart.kubectl(
+        "delete", "pods", "-A", "--field-selector", f"spec.nodeName={victim}", "--force", "--grace-period=0"
+    )
