@@ -23,6 +23,8 @@ from .kube import CHART, OPERATOR_SELECTOR, RELEASE, RELEASE_NAMESPACE, Kube
 
 #: Seconds a session spent on each setup step, printed at the end (cold/warm figures for the note).
 TIMINGS: dict[str, float] = {}
+#: Lines that tests want in the terminal summary (e.g. `kubectl get swt` of the main run).
+REPORT: list[str] = []
 
 
 def _own_cluster_unavailable() -> str:
@@ -97,3 +99,5 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if TIMINGS:
         figures = ", ".join(f"{k} {v:.0f} s" for k, v in TIMINGS.items())
         terminalreporter.write_line(f"e2e timings: {figures}")
+    for line in REPORT:
+        terminalreporter.write_line(line)

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from .conftest import REPORT
 from .kube import EXAMPLES, Kube, example, poll
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster]
@@ -136,6 +137,7 @@ def run(chart: Kube) -> Run:
     out.seconds = time.monotonic() - t0
     out.most_live, out.watch_samples = dict(watch.most_live), watch.samples
     out.columns = kube.kubectl("get", "swt", "-n", NAMESPACE).stdout
+    REPORT.append(f"e2e main run, {out.seconds:.0f} s from apply to Succeeded:\n{out.columns.rstrip()}")
     out.worker_log = kube.kubectl("logs", "-n", NAMESPACE, f"{JOB}-worker-0").stdout
     return out
 
