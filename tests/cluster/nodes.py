@@ -354,6 +354,14 @@ def drain(cluster: Cluster) -> None:
         time.sleep(0.5)
 
 
+def _force_delete_containers(runc_roots: list[Path]) -> None:
+    """Kill and delete every container in these runc roots (their shims are gone or going)."""
+    for runc_root in runc_roots:
+        listing = _run(["runc", "--root", str(runc_root), "list", "-q"], check=False).stdout.split()
+        for cid in listing:
+            _run(["runc", "--root", str(runc_root), "delete", "--force", cid], check=False)
+
+
 def stop_node(cluster: Cluster, i: int) -> None:
     """Node i dies as a machine that loses power does: its kubelet, containerd, shims and every
     container are SIGKILLed, nothing is drained. The Node object and its pods stay in the API for
@@ -366,10 +374,7 @@ def stop_node(cluster: Cluster, i: int) -> None:
         if _ours(pid, cluster.marker):  # PIDs get reused: only a process naming our run dir
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-    for runc_root in sorted(nd.glob("runc/*")):
-        listing = _run(["runc", "--root", str(runc_root), "list", "-q"], check=False).stdout.split()
-        for cid in listing:
-            _run(["runc", "--root", str(runc_root), "delete", "--force", cid], check=False)
+    _force_delete_containers(sorted(nd.glob("runc/*")))
     # down() must not wait on a containerd that is gone: drain() skips nodes without a socket.
     (nd / "containerd.sock").unlink(missing_ok=True)
     cluster.state.setdefault("stopped_nodes", []).append(i)
@@ -379,10 +384,7 @@ def stop_node(cluster: Cluster, i: int) -> None:
 def kill_containers(cluster: Cluster) -> None:
     """After the kubelets, shims and containerds are gone: delete any container still in our runc
     roots (a killed run leaves them running), then the pod network namespaces made since start."""
-    for runc_root in sorted(cluster.root.glob("node*/runc/*")):
-        listing = _run(["runc", "--root", str(runc_root), "list", "-q"], check=False).stdout.split()
-        for cid in listing:
-            _run(["runc", "--root", str(runc_root), "delete", "--force", cid], check=False)
+    _force_delete_containers(sorted(cluster.root.glob("node*/runc/*")))
     started = float(cluster.state.get("started", time.time()))
     netns_dir = Path("/run/netns")
     if netns_dir.is_dir():
