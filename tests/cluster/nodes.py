@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from .harness import Cluster
 
 CNI_BIN_DIR = "/usr/lib/cni"
+DEVICE_PLUGIN_SOCKET = Path("/var/lib/kubelet/device-plugins/kubelet.sock")
 
 
 #: The images every node gets: the pause image and the Dockerfiles' base. Our own images (GBs for
@@ -279,6 +280,7 @@ def start(cluster: Cluster, api_ip: str, node_ips: list[str]) -> None:
         )
         cluster.state["kubelet_chains"] = True
         cluster._save()
+        spawned = time.time()
         cluster._spawn(
             f"kubelet-{i}",
             [
@@ -292,6 +294,18 @@ def start(cluster: Cluster, api_ip: str, node_ips: list[str]) -> None:
                 "--v=1",
             ],
         )
+        if i + 1 < len(node_ips):
+            # The device-plugin directory is machine-wide (hard-coded in the kubelet): each kubelet
+            # empties it, then binds its socket there. The next kubelet starts only once this one has
+            # bound, or the two race and one fails with EADDRINUSE.
+            _wait(
+                cluster,
+                f"kubelet-{i}'s device-plugin socket",
+                lambda t=spawned: (
+                    DEVICE_PLUGIN_SOCKET.exists() and DEVICE_PLUGIN_SOCKET.stat().st_mtime >= t - 1
+                ),
+                (f"kubelet-{i}",),
+            )
     cluster._spawn(
         "kube-proxy",
         [
