@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Regenerate locks/<extra>.txt: the exact versions pip resolves today for the image's extra, used
-# by Dockerfile.worker / Dockerfile.operator as a constraints file so that image builds are pinned.
+# Regenerate locks/<extra>.txt: the exact versions pip resolves today for the image's extra, which
+# Dockerfile.worker / Dockerfile.operator install (`pip install --requirement`) so that builds are pinned.
 #   scripts/lock.sh            both extras (worker, operator)
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -15,11 +15,11 @@ import json
 import sys
 
 report = json.load(open(sys.argv[1]))
-pins = sorted(
+pins = [
     (item["metadata"]["name"], item["metadata"]["version"])
     for item in report["install"]
     if item["metadata"]["name"] != "ncrsh-swarm"
-)
+]
 for name, version in sorted(pins, key=lambda p: p[0].lower()):
     print(f"{name}=={version}")
 PY

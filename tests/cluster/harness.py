@@ -38,7 +38,7 @@ import time
 import urllib.error
 import urllib.request
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -252,6 +252,34 @@ def write_kubeconfig(path: Path, server: str, pki: Path, user: str) -> Path:
     path.write_text(json.dumps(cfg, indent=1) + "\n")
     path.chmod(0o600)
     return path
+
+
+def kubectl(
+    kubeconfig: Path, *args: str, stdin: str | None = None, check: bool = True, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Our kubectl against any cluster (a kubeconfig path); CalledProcessError when `check` fails."""
+    return subprocess.run(
+        [str(default_bin_dir() / "kubectl"), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        check=check,
+        env={**os.environ, "KUBECONFIG": str(kubeconfig)},
+        timeout=timeout,
+    )
+
+
+def poll(what: str, cond: Callable[[], Any], timeout: float = 60.0, interval: float = 0.5) -> Any:
+    """cond()'s first truthy value, checked every `interval` seconds; AssertionError naming `what`
+    once `timeout` seconds have passed (cond is asked once more at the deadline). For tests."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -30,8 +30,7 @@ have() { pm image exists "$1" && [[ -s $out/$(tarname "$1") ]]; }
 tmpdirs=()
 # A build that was killed leaves its working containers, and with them whole layers (GBs for the
 # worker), behind in podman's storage; nothing else on a test machine builds with this podman.
-pm ps -a --external -q | xargs -r nice -n 19 podman --cgroup-manager=cgroupfs --events-backend=file \
-  --runtime runc rm -f >/dev/null 2>&1 || true
+for leftover in $(pm ps -a --external -q); do pm rm -f "$leftover" >/dev/null 2>&1 || true; done
 trap 'rm -rf "${tmpdirs[@]}"' EXIT
 
 # pause: a static C program in an image FROM scratch.

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import json
 import os
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from .harness import Cluster, ClusterSpec, _versions, binaries_missing, default_bin_dir
+from .harness import Cluster, ClusterSpec, _versions, binaries_missing, default_bin_dir, poll
 
 pytestmark = pytest.mark.cluster
 
@@ -20,16 +18,6 @@ needs_binaries = pytest.mark.skipif(
     bool(binaries_missing(BIN)),
     reason=f"test cluster binaries not built in {BIN}: run tests/cluster/build.sh",
 )
-
-
-def poll(what: str, cond: Callable[[], object], timeout: float = 60.0) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def gpu_pod(name: str) -> dict[str, object]:

@@ -6,10 +6,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +13,7 @@ import pytest
 import yaml
 
 from .fixtures import kube_cluster  # noqa: F401
-from .harness import binaries_missing, default_bin_dir
+from .harness import binaries_missing, default_bin_dir, kubectl, poll
 
 pytestmark = [
     pytest.mark.cluster,
@@ -31,30 +27,6 @@ REPO = Path(__file__).resolve().parents[2]
 CRD = REPO / "crds" / "swarmtraining.yaml"
 EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
 NAMESPACE = "crd-test"
-
-
-def kubectl(
-    kubeconfig: Path, *args: str, stdin: str | None = None, check: bool = True
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(default_bin_dir() / "kubectl"), *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        check=check,
-        env={**os.environ, "KUBECONFIG": str(kubeconfig)},
-        timeout=60,
-    )
-
-
-def poll(what: str, cond: Callable[[], object], timeout: float = 60.0) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def install_crd(kubeconfig: Path) -> None:

@@ -8,19 +8,18 @@ started its own (None with `--existing-cluster`).
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import signal
 import subprocess
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from tests.cluster.harness import Cluster, default_bin_dir
+from tests.cluster.harness import Cluster, default_bin_dir, kubectl, poll
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "ncrsh-swarm"
@@ -28,20 +27,7 @@ EXAMPLES = REPO / "examples"
 RELEASE = "swarm"
 RELEASE_NAMESPACE = "ncrsh-system"
 OPERATOR_SELECTOR = "app.kubernetes.io/name=ncrsh-swarm,app.kubernetes.io/instance=swarm"
-WORKER_IMAGE = "docker.io/library/ncrsh-swarm-worker:0.1.0"
 OPERATOR_IMAGE = "docker.io/library/ncrsh-swarm-operator:0.1.0"
-
-
-def poll(what: str, cond: Callable[[], Any], timeout: float, interval: float = 1.0) -> Any:
-    """cond()'s first truthy value; AssertionError naming `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
 
 
 @dataclass
@@ -49,20 +35,10 @@ class Kube:
     kubeconfig: Path
     cluster: Cluster | None = None
 
-    def _env(self) -> dict[str, str]:
-        return {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
-
     def kubectl(
         self, *args: str, stdin: str | None = None, check: bool = True, timeout: float = 120
     ) -> subprocess.CompletedProcess[str]:
-        r = subprocess.run(
-            [str(default_bin_dir() / "kubectl"), *args],
-            input=stdin,
-            capture_output=True,
-            text=True,
-            env=self._env(),
-            timeout=timeout,
-        )
+        r = kubectl(self.kubeconfig, *args, stdin=stdin, check=False, timeout=timeout)
         if check and r.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} failed ({r.returncode}): {r.stderr.strip()}")
         return r
@@ -72,7 +48,7 @@ class Kube:
             [str(default_bin_dir() / "helm"), *args],
             capture_output=True,
             text=True,
-            env=self._env(),
+            env={**os.environ, "KUBECONFIG": str(self.kubeconfig)},
             timeout=timeout,
         )
         if r.returncode != 0:
@@ -133,7 +109,8 @@ class Kube:
                 raise AssertionError(f"{namespace}/{name} ended {phase}: {json.dumps(st)[:2000]}")
             return st if phase in phases else None
 
-        return dict(poll(f"{namespace}/{name} to be {'/'.join(sorted(phases))}", reached, timeout))
+        what = f"{namespace}/{name} to be {'/'.join(sorted(phases))}"
+        return dict(poll(what, reached, timeout, interval=1.0))
 
     def wait_round(self, namespace: str, name: str, round_: int, timeout: float) -> dict[str, Any]:
         return dict(
@@ -141,6 +118,7 @@ class Kube:
                 f"{namespace}/{name} to reach round {round_}",
                 lambda: (st := self.status(namespace, name)).get("round", 0) >= round_ and st,
                 timeout,
+                interval=1.0,
             )
         )
 
@@ -190,7 +168,7 @@ def sized_for_test_nodes(manifest: dict[str, Any], name: str | None = None) -> d
     """An example with the requests of examples/training.yaml, so that its 11 pods fit two nodes
     of this 2-core machine (the examples for `swarm run` keep Kubernetes' default sizes)."""
     sizes = example("training.yaml")["spec"]["workers"]["resources"]
-    out = json.loads(json.dumps(manifest))
+    out = copy.deepcopy(manifest)
     out["spec"].setdefault("workers", {})["resources"] = dict(sizes)
     if name:
         out["metadata"]["name"] = name
