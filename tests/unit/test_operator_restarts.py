@@ -7,7 +7,13 @@ from typing import Any
 
 import pytest
 
-from swarm_operator.observe import PodObservation, observe_pod, parse_root_status, root_status_url
+from swarm_operator.observe import (
+    PodObservation,
+    final_root_status,
+    observe_pod,
+    parse_root_status,
+    root_status_url,
+)
 from swarm_operator.restarts import RestartBook, backoff_seconds, decide_node, iso
 from swarm_worker.spec import RestartPolicy
 
@@ -142,6 +148,21 @@ def test_parse_root_status(raw: bytes, ok: bool) -> None:
     assert (parsed is not None) == ok
     if parsed is not None:
         assert (parsed.round, parsed.bytes_sent, parsed.nodes[0].reputation) == (3, 10, 0.9)
+
+
+def _finished_root(code: int, message: str) -> dict[str, Any]:
+    state = {"terminated": {"exitCode": code, "reason": "Completed", "message": message}}
+    return _pod("Succeeded" if code == 0 else "Failed", containerStatuses=[{"name": "swarm", "state": state}])
+
+
+def test_final_root_status_comes_from_the_termination_message() -> None:
+    final = '{"phase":"Succeeded","round":100,"rounds":100,"loss":0.09,"accuracy":0.98,"nodes":[]}'
+    got = final_root_status(observe_pod(_finished_root(0, final)))
+    assert got is not None
+    assert (got.phase, got.round, got.accuracy) == ("Succeeded", 100, 0.98)
+    assert final_root_status(observe_pod(_finished_root(0, "not json"))) is None
+    assert final_root_status(observe_pod(_finished_root(1, final))) is None
+    assert final_root_status(observe_pod(_pod("Running"))) is None
 
 
 def test_root_status_url_handles_ipv6() -> None:

@@ -37,7 +37,13 @@ from swarm_operator.builders import (
     tree_of,
 )
 from swarm_operator.crdgen import PLURAL
-from swarm_operator.observe import PodObservation, fetch_root_status, observe_pod, root_status_url
+from swarm_operator.observe import (
+    PodObservation,
+    fetch_root_status,
+    final_root_status,
+    observe_pod,
+    root_status_url,
+)
 from swarm_operator.reconcile import Actions, reconcile
 from swarm_operator.restarts import iso
 from swarm_operator.settings import Settings
@@ -204,6 +210,8 @@ def tick(
         )
         if root is None:
             metrics.ROOT_STATUS_ERRORS.inc()
+    elif root_pod is not None:
+        root = final_root_status(root_pod)
     actions = reconcile(
         parsed,
         tree_of(parsed),

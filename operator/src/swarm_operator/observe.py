@@ -65,6 +65,8 @@ class PodObservation:
     stuck: str | None = None
     exit_code: int | None = None
     message: str = ""
+    #: The termination message of a container that exited 0 (the root leaves its final status there).
+    result: str = ""
 
     @property
     def finished(self) -> bool:
@@ -151,6 +153,7 @@ def observe_pod(pod: Mapping[str, Any]) -> PodObservation:
         stuck=stuck,
         exit_code=exit_code,
         message=message[:512],
+        result=str(term.get("message") or "") if term.get("exitCode") == 0 else "",
     )
 
 
@@ -189,6 +192,13 @@ def parse_root_status(raw: bytes | str) -> RootStatus | None:
         return RootStatus.model_validate(json.loads(raw))
     except (ValueError, ValidationError):
         return None
+
+
+def final_root_status(pod: PodObservation) -> RootStatus | None:
+    """The status a root that finished left in its termination message, or None."""
+    if pod.phase != "Succeeded" or not pod.result:
+        return None
+    return parse_root_status(pod.result)
 
 
 def root_status_url(ip: str, metrics_port: int) -> str:

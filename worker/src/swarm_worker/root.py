@@ -202,6 +202,7 @@ class RootCommit:
         status = self.status(agg)
         self.rt.server.publish(status)
         _write_atomic(self.rt.settings.workdir / "result.json", json.dumps(status, indent=2))
+        write_termination_message(status, TERMINATION_LOG)
         agg.stop_children("training finished")
         self.finished_at = time.monotonic()
         log.info("root: finished %d rounds, accuracy %s", len(self.history), status["accuracy"])
@@ -210,6 +211,29 @@ class RootCommit:
         """Called every loop turn: after the end, answer stragglers with STOP for a moment, then exit."""
         if self.finished_at is not None and time.monotonic() - self.finished_at > STOP_LINGER_S:
             agg.stopped = "finished"
+
+
+#: Kubernetes' default terminationMessagePath: the operator reads the final status from the pod
+#: itself, because its last GET of /status may predate the last rounds.
+TERMINATION_LOG = Path("/dev/termination-log")
+#: The kubelet keeps at most 4096 bytes of a termination message.
+TERMINATION_MESSAGE_BYTES = 4096
+
+
+def write_termination_message(status: dict[str, Any], path: Path) -> bool:
+    """Leave the final status where the kubelet reports it (outside a pod the file does not exist);
+    without `nodes` when the whole would not fit. Returns whether it was written."""
+    if not path.exists():
+        return False
+    text = json.dumps(status, separators=(",", ":"))
+    if len(text.encode()) > TERMINATION_MESSAGE_BYTES:
+        text = json.dumps({k: v for k, v in status.items() if k != "nodes"}, separators=(",", ":"))
+    try:
+        path.write_text(text)
+    except OSError as e:
+        log.warning("root: cannot write the termination message to %s: %s", path, e)
+        return False
+    return True
 
 
 def run_root(rt: NodeRuntime) -> int:
