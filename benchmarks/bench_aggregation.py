@@ -21,8 +21,8 @@ from pathlib import Path
 
 import torch
 
-from swarm_worker.robust import RULES, _kernels, aggregate
-from swarm_worker.robust._kernels import ranked_mean
+from swarm_worker.maths.robust import RULES, _kernels, aggregate
+from swarm_worker.maths.robust._kernels import ranked_mean
 
 
 def best_seconds(fn: Callable[[], object], repeats: int, device: torch.device) -> float:

@@ -19,8 +19,8 @@ from typing import Any
 
 import yaml
 
-from swarm_worker.launcher import LocalSwarm
-from swarm_worker.spec import parse_manifest
+from swarm_contract.spec import parse_manifest
+from swarm_worker.local.launcher import LocalSwarm
 
 ROOT = Path(__file__).resolve().parents[1]
 ATTACKERS = (2, 5)

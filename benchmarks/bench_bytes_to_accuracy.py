@@ -18,8 +18,8 @@ from pathlib import Path
 import yaml
 
 from benchmarks.ddp_baseline import run_ddp_baseline
-from swarm_worker.launcher import LocalSwarm
-from swarm_worker.spec import parse_manifest
+from swarm_contract.spec import parse_manifest
+from swarm_worker.local.launcher import LocalSwarm
 
 ROOT = Path(__file__).resolve().parents[1]
 

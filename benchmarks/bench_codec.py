@@ -23,8 +23,8 @@ import torch
 import zmq
 
 from benchmarks.common import markdown_table, median, write_result
-from swarm_worker.codec import META_SCHEMA, Message, decode, encode
-from swarm_worker.compression import SparseVector, k_for
+from swarm_worker.maths.compression import SparseVector, k_for
+from swarm_worker.protocol.codec import META_SCHEMA, Message, decode, encode
 
 
 def update_meta() -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Top-k selection: `topk_sampled` (swarm_worker.compression) vs torch.topk(|v|, k) on CPU.
+"""Top-k selection: `topk_sampled` (swarm_worker.maths.compression) vs torch.topk(|v|, k) on CPU.
 
     python -m benchmarks.bench_topk [--sizes 1e6 1e7 1e8] [--ratio 0.01] [--threads 1] [--repeats 7]
 
@@ -15,7 +15,7 @@ import sys
 import torch
 
 from benchmarks.common import interleaved, markdown_table, median, write_result
-from swarm_worker.compression import k_for, topk_sampled
+from swarm_worker.maths.compression import k_for, topk_sampled
 
 
 def student_t2(d: int, g: torch.Generator) -> torch.Tensor:

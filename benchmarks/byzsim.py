@@ -38,9 +38,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from swarm_worker.attacks import craft_update, flip_labels
-from swarm_worker.robust import aggregate
-from swarm_worker.tasks import TaskBundle, build_task, evaluate, initial_model
+from swarm_worker.maths.robust import aggregate
+from swarm_worker.simulation.attacks import craft_update, flip_labels
+from swarm_worker.training.tasks import TaskBundle, build_task, evaluate, initial_model
 
 ATTACKS: tuple[str, ...] = ("none", "bit-flip", "label-flip", "mimic", "ipm", "alie")
 #: ε of inner-product manipulation, as in the paper's experiments.

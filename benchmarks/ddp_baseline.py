@@ -2,7 +2,7 @@
 
     python -m benchmarks.ddp_baseline [--workers 8] [--target 0.95] [--max-steps 3000] [--seed 0]
 
-The same model, data and workers as examples/digits.yaml (swarm_worker.tasks: scikit-learn's
+The same model, data and workers as examples/digits.yaml (swarm_worker.training.tasks: scikit-learn's
 digits, 80/20 split with a fixed seed, features standardised with the train split's statistics,
 MLP 64-128-10 with ReLU; iid shards by rank; batch 32 per worker; SGD lr 0.1), trained with
 DistributedDataParallel, gloo backend, one process per worker on 127.0.0.1. Every `--eval-every`
@@ -35,7 +35,7 @@ import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 
 from benchmarks.common import markdown_table, write_result
-from swarm_worker.tasks import batches, build_task, evaluate, initial_model, shard_indices
+from swarm_worker.training.tasks import batches, build_task, evaluate, initial_model, shard_indices
 
 BYTES_FORMULA = "bytes per step = n_workers * 2*(n-1)/n * model_bytes  (ring all-reduce of fp32 gradients)"
 

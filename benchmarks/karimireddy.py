@@ -28,7 +28,7 @@ import torch
 
 from benchmarks.byzsim import ATTACKS, Method, RunResult, SimConfig, mean_std, run
 from benchmarks.common import markdown_table, write_result
-from swarm_worker.tasks import TaskBundle, build_task
+from swarm_worker.training.tasks import TaskBundle, build_task
 
 METHODS: tuple[Method, ...] = (
     Method("CM", "median"),

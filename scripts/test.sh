@@ -8,7 +8,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$("$root/scripts/setup.sh" | tail -n 1)"
 cd "$root"
 # The venv is shared between checkouts: import this checkout's sources, not the last one installed.
-export PYTHONPATH="$root/worker/src:$root/operator/src${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONPATH="$root/contract/src:$root/worker/src:$root/operator/src${PYTHONPATH:+:$PYTHONPATH}"
 echo "== test cluster: binaries and images (cached)"
 "$root/tests/cluster/build.sh"
 "$root/tests/cluster/images.sh" \

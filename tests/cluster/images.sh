@@ -62,7 +62,7 @@ fi
 # Our Dockerfiles: rebuilt only when their inputs change (the Dockerfile, .dockerignore, the lock
 # files and the sources that the build context admits); the hash is stored next to the tar.
 inputs_hash() {  # DOCKERFILE
-  (cd "$repo" && find "$1" .dockerignore pyproject.toml README.md locks worker/src operator/src -type f \
+  (cd "$repo" && find "$1" .dockerignore pyproject.toml README.md locks contract/src worker/src operator/src -type f \
       -not -path '*/__pycache__/*' -not -name '*.pyc' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum) \
     | sha256sum | cut -c1-16
 }

@@ -57,7 +57,7 @@ class Operator:
             **os.environ,
             "KUBECONFIG": str(self.kubeconfig),
             "PATH": f"{venv_bin}:{os.environ.get('PATH', '')}",
-            "PYTHONPATH": f"{REPO / 'worker' / 'src'}:{REPO / 'operator' / 'src'}",
+            "PYTHONPATH": ":".join(str(REPO / part / "src") for part in ("contract", "worker", "operator")),
             "SWARM_WATCH_NAMESPACES": self.namespace,
             "SWARM_HEALTH_PORT": str(free_port()),
             "SWARM_METRICS_PORT": "0",

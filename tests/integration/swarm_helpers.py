@@ -10,8 +10,8 @@ from typing import Any
 
 import yaml
 
-from swarm_worker.launcher import LocalSwarm
-from swarm_worker.spec import Manifest, parse_manifest
+from swarm_contract.spec import Manifest, parse_manifest
+from swarm_worker.local.launcher import LocalSwarm
 
 ROOT = Path(__file__).resolve().parents[2]
 

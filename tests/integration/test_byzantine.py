@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from swarm_worker.launcher import LocalSwarm
+from swarm_worker.local.launcher import LocalSwarm
 from tests.integration.swarm_helpers import manifest
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

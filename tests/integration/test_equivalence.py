@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from swarm_worker.checkpoint import load_checkpoint
-from swarm_worker.launcher import LocalSwarm
-from swarm_worker.tasks import batches, build_task, initial_model, shard_indices
-from swarm_worker.training import flat_parameters
+from swarm_worker.local.launcher import LocalSwarm
+from swarm_worker.node.checkpoint import load_checkpoint
+from swarm_worker.training.steps import flat_parameters
+from swarm_worker.training.tasks import batches, build_task, initial_model, shard_indices
 from tests.integration.swarm_helpers import manifest
 
 pytestmark = pytest.mark.integration

@@ -18,9 +18,9 @@ import yaml
 import zmq
 from prometheus_client.parser import text_string_to_metric_families
 
-from swarm_worker.codec import CodecError, Message, decode, encode
-from swarm_worker.compression import SparseVector
-from swarm_worker.launcher import free_port
+from swarm_worker.local.launcher import free_port
+from swarm_worker.maths.compression import SparseVector
+from swarm_worker.protocol.codec import CodecError, Message, decode, encode
 
 pytestmark = pytest.mark.integration
 COUNT = 10_000

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from swarm_worker import robust
-from swarm_worker.aggregator import deadline_for, feasible_rule, to_wire
-from swarm_worker.compression import SparseVector
+from swarm_worker.maths import robust
+from swarm_worker.maths.compression import SparseVector
+from swarm_worker.roles.aggregator import deadline_for, feasible_rule, to_wire
 
 
 @pytest.mark.parametrize(
@@ -61,7 +61,7 @@ def test_to_wire_is_sparse_when_mostly_zero_and_dense_otherwise() -> None:
 def test_the_spec_offers_exactly_the_rules_and_pre_aggregations_the_data_plane_has() -> None:
     from typing import get_args
 
-    from swarm_worker.spec import PreAggregation, Robustness
+    from swarm_contract.spec import PreAggregation, Robustness
 
     assert set(get_args(Robustness.model_fields["rule"].annotation)) == set(robust.RULES)
     assert set(get_args(PreAggregation.model_fields["name"].annotation)) == set(robust.PRE_AGGREGATIONS)

@@ -10,7 +10,7 @@ import pytest
 import torch
 from byzfl.attacks import attacks as byz
 
-from swarm_worker.attacks import DATA_ATTACKS, UPDATE_ATTACKS, alie_z, craft_update, flip_labels
+from swarm_worker.simulation.attacks import DATA_ATTACKS, UPDATE_ATTACKS, alie_z, craft_update, flip_labels
 
 torch.set_num_threads(1)
 

@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 import torch
 
-from swarm_worker.attacks import alie_z
-from swarm_worker.byzantine import (
+from swarm_contract.spec import SpecError, SwarmSpec, load_manifest, parse_spec
+from swarm_worker.simulation.attacks import alie_z
+from swarm_worker.simulation.byzantine import (
     ESTIMATED_RANKS,
     Attacker,
     HonestEstimator,
@@ -19,9 +20,8 @@ from swarm_worker.byzantine import (
     plan_for,
     shard_batches,
 )
-from swarm_worker.spec import SpecError, SwarmSpec, load_manifest, parse_spec
-from swarm_worker.tasks import TaskBundle, build_task, initial_model
-from swarm_worker.training import flat_parameters
+from swarm_worker.training.steps import flat_parameters
+from swarm_worker.training.tasks import TaskBundle, build_task, initial_model
 
 torch.set_num_threads(1)
 

@@ -18,8 +18,8 @@ from benchmarks.byzsim import (
     mlp_gradients,
     run,
 )
-from swarm_worker.attacks import alie_z
-from swarm_worker.tasks import TaskBundle, build_task, evaluate, initial_model
+from swarm_worker.simulation.attacks import alie_z
+from swarm_worker.training.tasks import TaskBundle, build_task, evaluate, initial_model
 
 N, F = 25, 5
 

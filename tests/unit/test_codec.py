@@ -1,4 +1,4 @@
-"""The wire codec (swarm_worker.codec): round trips, one test per rejection reason, and a fuzz corpus.
+"""The wire codec (protocol.codec): round trips, one test per rejection reason, and a fuzz corpus.
 
 Every peer input goes through `decode`, so the contract tested here is: a well-formed message
 comes back equal to what was encoded, and anything else raises `CodecError` with a countable
@@ -21,7 +21,8 @@ import zmq
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from swarm_worker.codec import (
+from swarm_worker.maths.compression import SparseVector
+from swarm_worker.protocol.codec import (
     DTYPES,
     MAX_HEADER_BYTES,
     MAX_ID_LEN,
@@ -38,7 +39,6 @@ from swarm_worker.codec import (
     decode,
     encode,
 )
-from swarm_worker.compression import SparseVector
 
 Frames = list[bytes]
 

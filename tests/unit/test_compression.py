@@ -1,4 +1,4 @@
-"""Top-k selectors, sparsify/densify and the error-feedback invariant (swarm_worker.compression)."""
+"""Top-k selectors, sparsify/densify and the error-feedback invariant (swarm_worker.maths.compression)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from swarm_worker.compression import (
+from swarm_worker.maths.compression import (
     VALUE_DTYPES,
     ErrorFeedbackCompressor,
     SparseVector,

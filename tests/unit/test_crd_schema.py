@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
+from swarm_contract.spec import API_GROUP, API_VERSION, KIND, SwarmSpec
 from swarm_operator import crdgen
-from swarm_worker.spec import API_GROUP, API_VERSION, KIND, SwarmSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_FILE = ROOT / "crds" / "swarmtraining.yaml"

@@ -7,6 +7,8 @@ from typing import Any
 import pytest
 import yaml
 
+from swarm_contract.spec import SwarmSpec, parse_manifest, parse_spec
+from swarm_contract.topology import plan_tree
 from swarm_operator.builders import (
     GPU_RESOURCE,
     build_configmap,
@@ -20,8 +22,6 @@ from swarm_operator.builders import (
     tree_of,
 )
 from swarm_operator.settings import Settings
-from swarm_worker.spec import SwarmSpec, parse_manifest, parse_spec
-from swarm_worker.topology import plan_tree
 
 OWNER = {
     "apiVersion": "swarm.ncrsh.io/v1alpha1",

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from swarm_contract.spec import RestartPolicy
 from swarm_operator.observe import (
     PodObservation,
     final_root_status,
@@ -15,7 +16,6 @@ from swarm_operator.observe import (
     root_status_url,
 )
 from swarm_operator.restarts import RestartBook, backoff_seconds, decide_node, iso
-from swarm_worker.spec import RestartPolicy
 
 NOW = datetime(2025, 1, 1, 12, 0, 0, tzinfo=UTC)
 

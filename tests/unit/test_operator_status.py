@@ -7,13 +7,13 @@ from typing import Any
 
 import pytest
 
+from swarm_contract.spec import parse_spec
+from swarm_contract.topology import plan_tree
 from swarm_operator.observe import PodObservation, RootNodeStatus, RootStatus
 from swarm_operator.reconcile import Deletion, reconcile
 from swarm_operator.restarts import RestartBook, iso
 from swarm_operator.settings import ENV, Settings, SettingsError, kopf_argv
 from swarm_operator.status import counts, job_phase, merge_conditions, node_entries
-from swarm_worker.spec import parse_spec
-from swarm_worker.topology import plan_tree
 
 NOW = datetime(2025, 1, 1, 12, 0, 0, tzinfo=UTC)
 SPEC = parse_spec({"workers": {"replicas": 4}, "topology": {"branchingFactor": 2}})

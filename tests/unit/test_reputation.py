@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from swarm_worker.reputation import (
+from swarm_worker.maths.reputation import (
     MIN_REPUTATION,
     NodeReputation,
     ReputationBook,

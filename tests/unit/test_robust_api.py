@@ -1,4 +1,4 @@
-"""`swarm_worker.robust.aggregate` and `mad_scores`: properties, robustness and argument errors."""
+"""`swarm_worker.maths.robust.aggregate` and `mad_scores`: properties, robustness and argument errors."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from swarm_worker.robust import PRE_AGGREGATIONS, RULES, AggregationResult, aggregate, mad_scores, rules
+from swarm_worker.maths.robust import PRE_AGGREGATIONS, RULES, AggregationResult, aggregate, mad_scores, rules
 
 torch.set_num_threads(1)
 

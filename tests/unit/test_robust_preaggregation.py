@@ -6,7 +6,7 @@ import pytest
 import torch
 from byzfl.aggregators import preaggregators as byz
 
-from swarm_worker.robust import aggregate, preaggregation
+from swarm_worker.maths.robust import aggregate, preaggregation
 
 torch.set_num_threads(1)
 

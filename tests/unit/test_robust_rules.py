@@ -8,7 +8,7 @@ import pytest
 import torch
 from byzfl.aggregators import aggregators as byz
 
-from swarm_worker.robust import _kernels, rules
+from swarm_worker.maths.robust import _kernels, rules
 
 torch.set_num_threads(1)
 

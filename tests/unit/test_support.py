@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from swarm_worker.compression import VALUE_DTYPES, ErrorFeedbackCompressor, SparseVector
-from swarm_worker.support import initial_support, merge_votes, next_support, on_support, valid_support
+from swarm_worker.maths.compression import VALUE_DTYPES, ErrorFeedbackCompressor, SparseVector
+from swarm_worker.maths.support import initial_support, merge_votes, next_support, on_support, valid_support
 
 
 def test_initial_support_is_the_same_everywhere_and_well_formed() -> None:

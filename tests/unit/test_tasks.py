@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from swarm_worker.tasks import TaskBundle, TaskError, build_task, initial_model, resolve_task, shard_indices
+from swarm_worker.training.tasks import (
+    TaskBundle,
+    TaskError,
+    build_task,
+    initial_model,
+    resolve_task,
+    shard_indices,
+)
 
 
 def test_digits_builds_offline_with_a_small_mlp() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from swarm_worker.topology import ROOT_ID, parent_in_round, plan_tree, round_assignment
+from swarm_contract.topology import ROOT_ID, parent_in_round, plan_tree, round_assignment
 
 
 @pytest.mark.parametrize(

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from swarm_worker.spec import OuterOptimizer
-from swarm_worker.training import OuterStep
+from swarm_contract.spec import OuterOptimizer
+from swarm_worker.training.steps import OuterStep
 
 
 def run(cfg: OuterOptimizer, grads: list[torch.Tensor], agreements: list[float]) -> torch.Tensor:

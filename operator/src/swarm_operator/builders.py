@@ -21,9 +21,9 @@ from typing import Any
 
 import yaml
 
+from swarm_contract.spec import API_GROUP, API_VERSION, KIND, SwarmSpec, spec_to_dict
+from swarm_contract.topology import ROOT_ID, Tree, TreeNode, plan_tree
 from swarm_operator.settings import Settings
-from swarm_worker.spec import API_GROUP, API_VERSION, KIND, SwarmSpec, spec_to_dict
-from swarm_worker.topology import ROOT_ID, Tree, TreeNode, plan_tree
 
 JOB_LABEL = f"{API_GROUP}/job"
 ROLE_LABEL = f"{API_GROUP}/role"

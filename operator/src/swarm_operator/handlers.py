@@ -27,6 +27,8 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
+from swarm_contract.spec import API_GROUP, API_VERSION, SpecError, SwarmSpec, parse_spec
+from swarm_contract.topology import ROOT_ID
 from swarm_operator import metrics
 from swarm_operator.builders import (
     JOB_LABEL,
@@ -48,8 +50,6 @@ from swarm_operator.reconcile import Actions, reconcile
 from swarm_operator.restarts import iso
 from swarm_operator.settings import Settings
 from swarm_operator.status import TERMINAL_PHASES
-from swarm_worker.spec import API_GROUP, API_VERSION, SpecError, SwarmSpec, parse_spec
-from swarm_worker.topology import ROOT_ID
 
 MERGE_PATCH = "application/merge-patch+json"
 Logger = logging.Logger | logging.LoggerAdapter[Any]

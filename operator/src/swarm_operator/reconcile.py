@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from swarm_contract.spec import SwarmSpec
+from swarm_contract.topology import ROOT_ID, Tree
 from swarm_operator.builders import creation_order
 from swarm_operator.observe import PodObservation, RootStatus
 from swarm_operator.restarts import RestartBook, decide_node, iso, parse_iso
@@ -27,8 +29,6 @@ from swarm_operator.status import (
     node_entries,
     progress,
 )
-from swarm_worker.spec import SwarmSpec
-from swarm_worker.topology import ROOT_ID, Tree
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from swarm_contract.spec import RestartPolicy
 from swarm_operator.observe import PodObservation
-from swarm_worker.spec import RestartPolicy
 
 #: Causes whose pod cannot be gracefully deleted (its kubelet is gone): delete with grace period 0.
 FORCE_DELETE_CAUSES = frozenset({"NodeLost"})

@@ -12,9 +12,9 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from swarm_contract.topology import ROOT_ID, Tree
 from swarm_operator.observe import PodObservation, RootNodeStatus, RootStatus
 from swarm_operator.restarts import RestartBook, iso
-from swarm_worker.topology import ROOT_ID, Tree
 
 TERMINAL_PHASES = ("Succeeded", "Failed")
 

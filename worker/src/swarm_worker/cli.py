@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from swarm_worker.byzantine import plan_for
-from swarm_worker.spec import Manifest, SpecError, load_manifest
-from swarm_worker.tasks import TaskError, resolve_task
+from swarm_contract.spec import Manifest, SpecError, load_manifest
+from swarm_worker.simulation.byzantine import plan_for
+from swarm_worker.training.tasks import TaskError, resolve_task
 
 EXIT_USAGE = 2
 
@@ -97,8 +97,8 @@ def _with_rounds(manifest: Manifest, rounds: int | None) -> Manifest:
 def cmd_run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from swarm_worker.launcher import LocalSwarm, SwarmFailedError
-    from swarm_worker.report import print_summary, progress_line, summarize, write_outputs
+    from swarm_worker.local.launcher import LocalSwarm, SwarmFailedError
+    from swarm_worker.local.report import print_summary, progress_line, summarize, write_outputs
 
     manifest = _with_rounds(load_manifest(args.manifest), args.rounds)
     resolve_task(manifest.spec.task.name)  # a bad entry point fails here, not in every node
@@ -143,7 +143,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_node(args: argparse.Namespace) -> int:
     import torch
 
-    from swarm_worker.runtime import NodeRuntime, NodeSettings
+    from swarm_worker.node.runtime import NodeRuntime, NodeSettings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if args.threads:
@@ -171,14 +171,14 @@ def cmd_node(args: argparse.Namespace) -> int:
     rt.start()
     try:
         if role == "worker":
-            from swarm_worker.worker import Worker
+            from swarm_worker.roles.worker import Worker
 
             return Worker(rt).run()
         if role == "root":
-            from swarm_worker.root import run_root
+            from swarm_worker.roles.root import run_root
 
             return run_root(rt)
-        from swarm_worker.aggregator import Aggregator, ForwardUp
+        from swarm_worker.roles.aggregator import Aggregator, ForwardUp
 
         return Aggregator(rt, rt.initial_theta(), 0).run(ForwardUp())
     finally:

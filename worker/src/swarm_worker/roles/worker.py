@@ -29,35 +29,26 @@ from typing import Any
 import torch
 import zmq
 
-from swarm_worker.byzantine import CRASH_AFTER_ROUNDS, CRASH_EXIT_CODE, Attacker, make_trainer, plan_for
-from swarm_worker.codec import Message
-from swarm_worker.compression import VALUE_DTYPES, ErrorFeedbackCompressor, SparseVector, k_for
-from swarm_worker.runtime import NodeRuntime
-from swarm_worker.spec import SpecError
-from swarm_worker.support import initial_support, valid_support
-from swarm_worker.topology import ROOT_ID, parent_in_round
-from swarm_worker.transport import Encoded, connect_dealer, encode_message, receive, send
+from swarm_contract.spec import SpecError
+from swarm_contract.topology import ROOT_ID, parent_in_round
+from swarm_worker.maths.compression import VALUE_DTYPES, ErrorFeedbackCompressor, SparseVector, k_for
+from swarm_worker.maths.support import initial_support, valid_support
+from swarm_worker.node.model_sync import apply_model
+from swarm_worker.node.runtime import NodeRuntime
+from swarm_worker.protocol.codec import Message
+from swarm_worker.protocol.transport import Encoded, connect_dealer, encode_message, receive, send
+from swarm_worker.simulation.byzantine import (
+    CRASH_AFTER_ROUNDS,
+    CRASH_EXIT_CODE,
+    Attacker,
+    make_trainer,
+    plan_for,
+)
+from swarm_worker.training.shards import honest_trainer
 
 log = logging.getLogger("swarm.worker")
 POLL_MS = 100
 HELLO_INTERVAL_S = 1.0
-
-
-def apply_model(theta: torch.Tensor | None, round_held: int, msg: Message) -> torch.Tensor | None:
-    """θ after a MODEL message, or None when a delta does not fit the model held (resync needed)."""
-    payload = msg.tensors.get("theta")
-    if payload is None:
-        return None
-    if msg.meta["base_round"] < 0:
-        if not isinstance(payload, torch.Tensor) or (theta is not None and payload.numel() != theta.numel()):
-            return None
-        return payload.to(torch.float32).clone()
-    if theta is None or msg.meta["base_round"] != round_held or not isinstance(payload, SparseVector):
-        return None
-    if payload.numel != theta.numel():
-        return None
-    theta[payload.indices.long()] += payload.values.to(torch.float32)
-    return theta
 
 
 class Worker:
@@ -67,7 +58,11 @@ class Worker:
         self.rank = rt.node.ranks[0]
         self.plan = plan_for(spec, self.rank)
         flip = self.plan is not None and self.plan.flips_labels
-        self.trainer = make_trainer(spec, rt.bundle, rt.model, self.rank, flip=flip)
+        self.trainer = (
+            make_trainer(spec, rt.bundle, rt.model, self.rank, flip=True)
+            if flip
+            else honest_trainer(spec, rt.bundle, rt.model, self.rank)
+        )
         self.attacker = (
             Attacker(self.plan, spec, rt.bundle, rt.model)
             if self.plan is not None and self.plan.crafts_update
@@ -89,7 +84,7 @@ class Worker:
             else None
         )
         self.k = k_for(rt.numel, comp.ratio)
-        #: Common support (swarm_worker.support): where this round's update must lie.
+        #: Common support (swarm_worker.maths.support): where this round's update must lie.
         self.support = initial_support(rt.numel, self.k, spec.training.seed) if spec.common_support else None
         self.theta: torch.Tensor | None = rt.initial_theta()
         self.round = 0

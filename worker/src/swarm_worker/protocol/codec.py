@@ -40,7 +40,7 @@ import msgpack
 import numpy as np
 import torch
 
-from swarm_worker.compression import SparseVector
+from swarm_worker.maths.compression import SparseVector
 
 PROTOCOL_VERSION: Final = 1
 MAX_HEADER_BYTES: Final = 4 << 20

@@ -113,7 +113,7 @@ class Compression(_Section):
     error_feedback: bool = True
     #: `own`: each worker sends its own top-k. `common`: all workers send the root-announced support
     #: (the most voted coordinates), so robust coordinate-wise rules compare like with like; `auto`
-    #: is `common` for every rule but mean and weighted-mean. See swarm_worker.support.
+    #: is `common` for every rule but mean and weighted-mean. See swarm_worker.maths.support.
     support: Literal["auto", "own", "common"] = "auto"
     #: How the root sends the new model down: `delta` (only the changed coordinates) or `dense`.
     broadcast: Literal["delta", "dense"] = "delta"
@@ -219,7 +219,7 @@ class SwarmSpec(_Section):
 
     @property
     def common_support(self) -> bool:
-        """Whether updates travel on the root-announced common support (see swarm_worker.support)."""
+        """Whether updates travel on the root-announced common support (see swarm_worker.maths.support)."""
         if self.compression.method != "topk":
             return False
         if self.compression.support == "auto":

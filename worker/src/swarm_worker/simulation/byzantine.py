@@ -30,7 +30,8 @@ the same rounds the estimates equal the honest updates exactly; after a restart 
 their batch streams drift apart and the estimates become honest-distributed samples instead. The
 cost is H extra local steps per estimate per round, paid only by attacks that use estimates.
 
-Pure apart from torch: no sockets, no files; `worker.Worker` does the I/O.
+Pure apart from torch: no sockets, no files; `roles.worker.Worker` does the I/O. The honest
+training path (shards, batch order, the local trainer) lives in `swarm_worker.training.shards`.
 """
 
 from __future__ import annotations
@@ -42,10 +43,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from swarm_worker.attacks import DATA_ATTACKS, UPDATE_ATTACKS, alie_z, craft_update, flip_labels
-from swarm_worker.spec import SpecError, SwarmSpec
-from swarm_worker.tasks import TaskBundle, batches, shard_indices
-from swarm_worker.training import LocalTrainer, make_inner_optimizer
+from swarm_contract.spec import SpecError, SwarmSpec
+from swarm_worker.simulation.attacks import DATA_ATTACKS, UPDATE_ATTACKS, alie_z, craft_update, flip_labels
+from swarm_worker.training.shards import batch_generator, honest_trainer, rank_batches
+from swarm_worker.training.steps import LocalTrainer
+from swarm_worker.training.tasks import TaskBundle
 
 #: Honest ranks an attacker simulates to estimate the round's honest updates (more for `mimic`
 #: when its `scale` names a later index).
@@ -148,42 +150,23 @@ def plan_for(spec: SwarmSpec, rank: int) -> AttackPlan | None:
     return None
 
 
-def batch_generator(spec: SwarmSpec, rank: int) -> torch.Generator:
-    """The generator of rank's batch order; public, so an attacker can replay any rank's batches."""
-    return torch.Generator().manual_seed(spec.training.seed * 1_000_003 + rank)
+def make_trainer(
+    spec: SwarmSpec, bundle: TaskBundle, model: nn.Module, rank: int, *, flip: bool = False
+) -> LocalTrainer:
+    """Rank's local trainer, exactly as that rank's worker trains; with `flip`, on its shard with
+    the labels flipped (the label-flip attack)."""
+    num_classes = bundle.num_classes
+    return honest_trainer(
+        spec, bundle, model, rank, relabel=(lambda y: flip_labels(y, num_classes)) if flip else None
+    )
 
 
 def shard_batches(
     spec: SwarmSpec, bundle: TaskBundle, rank: int, *, flip: bool = False
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Rank's endless mini-batch stream, exactly as that rank's worker draws it (labels flipped
-    first when `flip`, the label-flip attack)."""
-    shard = shard_indices(
-        bundle.train_y,
-        spec.workers.replicas,
-        rank,
-        partition=spec.task.partition,
-        alpha=spec.task.dirichlet_alpha,
-        seed=spec.training.seed,
-    )
-    x, y = bundle.train_x[shard], bundle.train_y[shard]
-    if flip:
-        y = flip_labels(y, bundle.num_classes)
-    return batches(x, y, spec.training.batch_size, batch_generator(spec, rank))
-
-
-def make_trainer(
-    spec: SwarmSpec, bundle: TaskBundle, model: nn.Module, rank: int, *, flip: bool = False
-) -> LocalTrainer:
-    """Rank's local trainer on `model` (its own inner optimizer and batch stream)."""
-    return LocalTrainer(
-        model,
-        make_inner_optimizer(model, spec.training.inner_optimizer),
-        shard_batches(spec, bundle, rank, flip=flip),
-        bundle.loss_fn,
-        local_steps=spec.training.sync_every,
-        alpha=spec.training.alpha,
-    )
+    """Rank's batch stream as its worker draws it (labels flipped first with `flip`)."""
+    num_classes = bundle.num_classes
+    return rank_batches(spec, bundle, rank, relabel=(lambda y: flip_labels(y, num_classes)) if flip else None)
 
 
 class HonestEstimator:

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import torch
 
-from swarm_worker.spec import Manifest, SwarmSpec
-from swarm_worker.tasks import TaskBundle, build_task, initial_model
-from swarm_worker.telemetry import NodeMetrics, StatusServer
-from swarm_worker.topology import Tree, TreeNode, plan_tree
-from swarm_worker.training import flat_parameters
+from swarm_contract.spec import Manifest, SwarmSpec
+from swarm_contract.topology import Tree, TreeNode, plan_tree
+from swarm_worker.node.telemetry import NodeMetrics, StatusServer
+from swarm_worker.training.steps import flat_parameters
+from swarm_worker.training.tasks import TaskBundle, build_task, initial_model
 
 log = logging.getLogger("swarm")
 

@@ -22,7 +22,7 @@ import math
 
 import torch
 
-from swarm_worker.robust._kernels import (
+from swarm_worker.maths.robust._kernels import (
     coordinate_median,
     distances_to,
     pairwise_sq_distances,

@@ -19,15 +19,15 @@ from typing import Any
 
 import torch
 
-from swarm_worker.aggregator import Aggregator, RoundResult, wire_dtype
-from swarm_worker.checkpoint import load_checkpoint, save_checkpoint
-from swarm_worker.compression import dense_to_sparse
-from swarm_worker.reputation import NodeReputation
-from swarm_worker.runtime import NodeRuntime
-from swarm_worker.support import next_support
-from swarm_worker.tasks import evaluate
-from swarm_worker.training import OuterStep, load_flat
-from swarm_worker.transport import encode_message
+from swarm_worker.maths.compression import dense_to_sparse
+from swarm_worker.maths.reputation import NodeReputation
+from swarm_worker.maths.support import next_support
+from swarm_worker.node.checkpoint import load_checkpoint, save_checkpoint
+from swarm_worker.node.runtime import NodeRuntime
+from swarm_worker.protocol.transport import encode_message
+from swarm_worker.roles.aggregator import Aggregator, RoundResult, wire_dtype
+from swarm_worker.training.steps import OuterStep, load_flat
+from swarm_worker.training.tasks import evaluate
 
 log = logging.getLogger("swarm.root")
 STOP_LINGER_S = 2.0

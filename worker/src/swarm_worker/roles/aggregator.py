@@ -28,16 +28,23 @@ from typing import Any, Protocol
 import torch
 import zmq
 
-from swarm_worker import robust
-from swarm_worker.codec import Message
-from swarm_worker.compression import VALUE_DTYPES, SparseVector, dense_to_sparse, k_for, sparsify
-from swarm_worker.reputation import ReputationBook, RoundObservation, cosines, duplicates
-from swarm_worker.runtime import NodeRuntime
-from swarm_worker.spec import SwarmSpec
-from swarm_worker.support import initial_support, merge_votes, on_support, valid_support
-from swarm_worker.topology import round_assignment
-from swarm_worker.transport import Encoded, bind_router, connect_dealer, encode_message, receive, send
-from swarm_worker.worker import apply_model
+from swarm_contract.spec import SwarmSpec
+from swarm_contract.topology import round_assignment
+from swarm_worker.maths import robust
+from swarm_worker.maths.compression import VALUE_DTYPES, SparseVector, dense_to_sparse, k_for, sparsify
+from swarm_worker.maths.reputation import ReputationBook, RoundObservation, cosines, duplicates
+from swarm_worker.maths.support import initial_support, merge_votes, on_support, valid_support
+from swarm_worker.node.model_sync import apply_model
+from swarm_worker.node.runtime import NodeRuntime
+from swarm_worker.protocol.codec import Message
+from swarm_worker.protocol.transport import (
+    Encoded,
+    bind_router,
+    connect_dealer,
+    encode_message,
+    receive,
+    send,
+)
 
 log = logging.getLogger("swarm.aggregator")
 POLL_MS = 50
@@ -79,7 +86,7 @@ def wire_dtype(spec: SwarmSpec) -> torch.dtype:
 
 
 def _needs(rule: str, f: int) -> int:
-    """Fewest inputs `rule` accepts with f Byzantine ones (see swarm_worker.robust)."""
+    """Fewest inputs `rule` accepts with f Byzantine ones (see swarm_worker.maths.robust)."""
     if rule in ("mean", "weighted-mean"):
         return 1
     if rule in ("krum", "multi-krum"):
@@ -151,7 +158,7 @@ class Aggregator:
             else None
         )
         self.stopped: str | None = None
-        #: Common support (swarm_worker.support): the index set every update of this round must use.
+        #: Common support (swarm_worker.maths.support): the index set every update of this round must use.
         self.k = k_for(rt.numel, spec.compression.ratio)
         self.support: torch.Tensor | None = (
             initial_support(rt.numel, self.k, spec.training.seed) if spec.common_support else None

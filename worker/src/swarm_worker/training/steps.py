@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parameters_to_vector
 
-from swarm_worker.spec import Optimizer, OuterOptimizer
+from swarm_contract.spec import Optimizer, OuterOptimizer
 
 
 def flat_parameters(model: nn.Module) -> torch.Tensor:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import torch
 
-from swarm_worker.compression import SparseVector
+from swarm_worker.maths.compression import SparseVector
 
 
 def _priority(numel: int, seed: int, round_index: int) -> torch.Tensor:

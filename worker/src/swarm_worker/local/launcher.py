@@ -25,11 +25,16 @@ from typing import Any
 
 import yaml
 
-from swarm_worker.spec import API_GROUP, API_VERSION, KIND, Manifest, spec_to_dict
-from swarm_worker.topology import TreeNode, plan_tree
+import swarm_contract
+import swarm_worker
+from swarm_contract.spec import API_GROUP, API_VERSION, KIND, Manifest, spec_to_dict
+from swarm_contract.topology import TreeNode, plan_tree
 
 POLL_S = 0.2
-SOURCE_ROOT = str(Path(__file__).resolve().parents[1])
+#: Source roots of this process (worker/src, and contract/src beside it in a checkout).
+SOURCE_ROOTS = [
+    str(Path(m.__file__).resolve().parents[1]) for m in (swarm_worker, swarm_contract) if m.__file__
+]
 TERMINATE_GRACE_S = 5.0
 
 
@@ -105,7 +110,7 @@ class LocalSwarm:
 
     def _spawn(self, np_: NodeProcess) -> None:
         # Children import the same sources as this process, whatever the venv's editable install says.
-        pythonpath = os.pathsep.join(filter(None, [SOURCE_ROOT, os.environ.get("PYTHONPATH")]))
+        pythonpath = os.pathsep.join(filter(None, [*SOURCE_ROOTS, os.environ.get("PYTHONPATH")]))
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": pythonpath}
         with np_.log_path.open("ab") as log:
             np_.proc = subprocess.Popen(np_.argv, stdout=log, stderr=subprocess.STDOUT, env=env)

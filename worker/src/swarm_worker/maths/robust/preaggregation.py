@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from swarm_worker.robust._kernels import pairwise_sq_distances
+from swarm_worker.maths.robust._kernels import pairwise_sq_distances
 
 PreOutput = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # (vectors, weights, owner)
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import zmq
 
-from swarm_worker.codec import CodecError, Message, decode, dense_numel, encode
-from swarm_worker.telemetry import NodeMetrics
+from swarm_worker.node.telemetry import NodeMetrics
+from swarm_worker.protocol.codec import CodecError, Message, decode, dense_numel, encode
 
 # Queues are bounded in messages; a full queue drops (ROUTER) or blocks briefly (DEALER, see send).
 HIGH_WATER_MARK = 64

@@ -206,7 +206,7 @@ class ErrorFeedbackCompressor:
     ) -> tuple[SparseVector, SparseVector]:
         """Send `update` + residual on the announced `support` (int64, ascending) instead of on its
         own top-k, and vote (one vote each) for the k coordinates of largest remaining residual:
-        (values on the support, votes). See swarm_worker.support."""
+        (values on the support, votes). See swarm_worker.maths.support."""
         acc = update + self.residual if self.error_feedback else update.clone()
         sparse = sparsify(acc, support, self.value_dtype)
         acc[support] -= sparse.values.to(acc.dtype)

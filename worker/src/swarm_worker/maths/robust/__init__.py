@@ -6,7 +6,7 @@
 
 `updates` is an (n, d) float matrix, one row per child; everything is pure torch and runs where the
 tensors are (CPU or CUDA). The maths, breakdown point and cost of each rule are in the docstrings of
-`swarm_worker.robust.rules` and `swarm_worker.robust.preaggregation`; every rule and step is
+`swarm_worker.maths.robust.rules` and `swarm_worker.maths.robust.preaggregation`; every rule and step is
 tested against the reference implementation byzfl 0.0.11. Summary (n inputs, f Byzantine):
 
     rule               requirement   breakdown   cost (time)
@@ -34,8 +34,8 @@ from dataclasses import dataclass
 
 import torch
 
-from swarm_worker.robust import preaggregation, rules
-from swarm_worker.robust._kernels import coordinate_median, distances_to
+from swarm_worker.maths.robust import preaggregation, rules
+from swarm_worker.maths.robust._kernels import coordinate_median, distances_to
 
 RULES: tuple[str, ...] = (
     "mean",

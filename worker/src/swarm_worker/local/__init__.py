@@ -1,0 +1,1 @@
+"""`swarm run`: the local launcher and its report."""

@@ -1,0 +1,1 @@
+"""Pure maths of a round: compression, common support, robust rules, reputation."""

@@ -1,0 +1,1 @@
+"""What every node process shares: runtime, telemetry, checkpoints, the round state machine."""

@@ -1,0 +1,1 @@
+"""The wire: message codec and ZeroMQ transport."""

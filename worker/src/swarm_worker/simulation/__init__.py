@@ -1,0 +1,1 @@
+"""Attack simulation: what a Byzantine worker of `spec.simulation` does."""

@@ -1,0 +1,1 @@
+"""The learning problem: built-in tasks, local training steps, the outer optimizer."""
