@@ -8,6 +8,8 @@ for another model size, is refused (None): the node asks for the dense model ins
 
 from __future__ import annotations
 
+import hashlib
+
 import torch
 
 from swarm_worker.maths.compression import SparseVector
@@ -29,3 +31,10 @@ def apply_model(theta: torch.Tensor | None, round_held: int, msg: Message) -> to
         return None
     theta[payload.indices.long()] += payload.values.to(torch.float32)
     return theta
+
+
+def model_digest(theta: torch.Tensor) -> str:
+    """16 hex digits of the SHA-256 of θ's fp32 bytes: equal on two nodes iff their copies are
+    bit-identical (logged by every node each round, so a test can compare them across processes)."""
+    data = theta.detach().to(torch.float32).contiguous().cpu().numpy().tobytes()
+    return hashlib.sha256(data).hexdigest()[:16]

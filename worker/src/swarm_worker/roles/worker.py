@@ -33,7 +33,7 @@ from swarm_contract.spec import SpecError
 from swarm_contract.topology import ROOT_ID, parent_in_round
 from swarm_worker.maths.compression import VALUE_DTYPES, ErrorFeedbackCompressor, SparseVector, k_for
 from swarm_worker.maths.support import initial_support, valid_support
-from swarm_worker.node.model_sync import apply_model
+from swarm_worker.node.model_sync import apply_model, model_digest
 from swarm_worker.node.runtime import NodeRuntime
 from swarm_worker.protocol.codec import Message
 from swarm_worker.protocol.transport import Encoded, connect_dealer, encode_message, receive, send
@@ -128,6 +128,7 @@ class Worker:
             log.warning("%s: crash attack, exiting with %d", self.rt.node.id, CRASH_EXIT_CODE)
             logging.shutdown()
             os._exit(CRASH_EXIT_CODE)  # like a segfault: no cleanup, no goodbye to the parent
+        digest = model_digest(self.theta)  # θ_r as this worker holds it, before training moves it
         started = time.monotonic()
         result = self.trainer.run_round(self.theta)
         tensors = self._update_for_wire(result.delta)
@@ -149,13 +150,14 @@ class Worker:
         m.round_seconds.observe(elapsed)
         # One line per round: what `kubectl logs` of a worker shows.
         log.info(
-            "%s: round %d: loss %.4f, %d samples in %.2f s, update %d bytes",
+            "%s: round %d: loss %.4f, %d samples in %.2f s, update %d bytes, model %s",
             self.rt.node.id,
             self.round,
             result.loss,
             result.samples,
             elapsed,
             self.last_update.nbytes,
+            digest,
         )
 
     def run(self) -> int:
