@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from swarm_worker.maths import robust
-from swarm_worker.maths.compression import SparseVector
-from swarm_worker.roles.aggregator import deadline_for, feasible_rule, to_wire
+from swarm_worker.maths.compression import SparseVector, to_wire
+from swarm_worker.node.round_plan import deadline_for, feasible_rule
 
 
 @pytest.mark.parametrize(

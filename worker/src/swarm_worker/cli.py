@@ -178,9 +178,9 @@ def cmd_node(args: argparse.Namespace) -> int:
             from swarm_worker.roles.root import run_root
 
             return run_root(rt)
-        from swarm_worker.roles.aggregator import Aggregator, ForwardUp
+        from swarm_worker.roles.aggregator import run_aggregator
 
-        return Aggregator(rt, rt.initial_theta(), 0).run(ForwardUp())
+        return run_aggregator(rt)
     finally:
         rt.close()
 

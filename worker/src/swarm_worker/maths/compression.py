@@ -28,6 +28,8 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from swarm_contract.spec import SwarmSpec
+
 VALUE_DTYPES: dict[str, torch.dtype] = {
     "float16": torch.float16,
     "bfloat16": torch.bfloat16,
@@ -227,3 +229,15 @@ class ErrorFeedbackCompressor:
             acc[idx] -= sparse.values.to(acc.dtype)
             self.residual = acc
         return sparse
+
+
+def wire_dtype(spec: SwarmSpec) -> torch.dtype:
+    """Aggregates and model deltas travel in the update's value dtype; fp32 without compression."""
+    return VALUE_DTYPES[spec.compression.value_dtype] if spec.compression.method == "topk" else torch.float32
+
+
+def to_wire(vector: torch.Tensor, value_dtype: torch.dtype) -> torch.Tensor | SparseVector:
+    """An aggregate for the wire: its nonzeros in `value_dtype` when fewer than half are nonzero,
+    else dense fp32. The receiver uses exactly these values (no error feedback on the way up)."""
+    nnz = int(torch.count_nonzero(vector))
+    return dense_to_sparse(vector, value_dtype) if 2 * nnz < vector.numel() else vector

@@ -7,6 +7,7 @@ manifest), validated once at start.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,10 +17,14 @@ import torch
 from swarm_contract.spec import Manifest, SwarmSpec
 from swarm_contract.topology import Tree, TreeNode, plan_tree
 from swarm_worker.node.telemetry import NodeMetrics, StatusServer
+from swarm_worker.node.traffic import Traffic
 from swarm_worker.training.steps import flat_parameters
 from swarm_worker.training.tasks import TaskBundle, build_task, initial_model
 
 log = logging.getLogger("swarm")
+#: Exit status of a node stopped by SIGTERM or SIGINT before training ended (128 + SIGTERM, as a
+#: shell reports it): non-zero, so neither the launcher nor the operator mistakes it for the end.
+SIGNALLED_EXIT_CODE = 143
 
 
 @dataclass(frozen=True)
@@ -45,41 +50,14 @@ class NodeSettings:
         return self.manifest.name
 
 
-@dataclass
-class Traffic:
-    """Bytes received per process incarnation, merged up the tree (max of cumulative counters)."""
-
-    node_id: str
-    incarnation: int = field(default_factory=lambda: time.time_ns() // 1_000_000)
-    received: int = 0
-    dense_received: int = 0
-    known: dict[tuple[str, int], tuple[int, int]] = field(default_factory=dict)
-
-    def count(self, nbytes: int, dense_nbytes: int) -> None:
-        self.received += nbytes
-        self.dense_received += dense_nbytes
-
-    def merge(self, entries: list[list[object]]) -> None:
-        for node_id, inc, got, dense in entries:
-            key = (str(node_id), int(inc))  # type: ignore[call-overload]
-            old = self.known.get(key, (0, 0))
-            self.known[key] = (max(old[0], int(got)), max(old[1], int(dense)))  # type: ignore[call-overload]
-
-    def entries(self) -> list[list[object]]:
-        own = {(self.node_id, self.incarnation): (self.received, self.dense_received)}
-        merged = {**self.known, **own}
-        return [[k[0], k[1], v[0], v[1]] for k, v in sorted(merged.items())]
-
-    def totals(self) -> tuple[int, int]:
-        entries = self.entries()
-        return sum(int(e[2]) for e in entries), sum(int(e[3]) for e in entries)  # type: ignore[call-overload]
-
-
 class NodeRuntime:
     """Task, tree position, metrics and status server of one node process."""
 
-    def __init__(self, settings: NodeSettings) -> None:
+    def __init__(self, settings: NodeSettings, stop_requested: threading.Event | None = None) -> None:
         self.settings = settings
+        #: Set when the process is asked to stop (SIGTERM or SIGINT, installed by `swarm node`): every
+        #: role loop checks it each poll turn and returns (the root writes its checkpoint first).
+        self.stop_requested = threading.Event() if stop_requested is None else stop_requested
         spec = settings.spec
         self.tree: Tree = plan_tree(spec.workers.replicas, spec.topology.branching_factor)
         self.node: TreeNode = self.tree.node(settings.node_id)

@@ -19,13 +19,14 @@ from typing import Any
 
 import torch
 
-from swarm_worker.maths.compression import dense_to_sparse
-from swarm_worker.maths.reputation import NodeReputation
+from swarm_worker.maths.compression import dense_to_sparse, wire_dtype
 from swarm_worker.maths.support import next_support
+from swarm_worker.node.aggregating import AggregatorShell, Links
 from swarm_worker.node.checkpoint import load_checkpoint, save_checkpoint
+from swarm_worker.node.model_sync import model_digest
+from swarm_worker.node.round import RoundResult
 from swarm_worker.node.runtime import NodeRuntime
 from swarm_worker.protocol.transport import encode_message
-from swarm_worker.roles.aggregator import Aggregator, RoundResult, wire_dtype
 from swarm_worker.training.steps import OuterStep, load_flat
 from swarm_worker.training.tasks import evaluate
 
@@ -40,6 +41,8 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 class RootCommit:
+    """Round sink of the root: the outer step, evaluation, checkpoints, status, the end."""
+
     def __init__(self, rt: NodeRuntime) -> None:
         self.rt = rt
         spec = rt.settings.spec
@@ -73,28 +76,23 @@ class RootCommit:
         log.info("root: resumed from checkpoint at round %d", state["round"])
         return theta, int(state["round"]), state
 
-    def restore_book(self, agg: Aggregator, state: dict[str, Any] | None) -> None:
+    def restore(self, links: Links, state: dict[str, Any] | None) -> None:
         if state is None:
             return
-        for record in state["reputations"]:
-            agg.book.nodes[record["node_id"]] = NodeReputation(**record)
-        agg.subtree_records = {r["id"]: r for r in state["subtree_records"]}
-        agg.rt.traffic.merge(state["traffic"])
-        if agg.support is not None and state.get("support") is not None:
-            agg.support = state["support"]
+        links.state.restore(state["reputations"], state["subtree_records"], state.get("support"))
+        links.state.traffic.merge(state["traffic"])
 
-    def checkpoint(self, agg: Aggregator) -> None:
-        assert agg.theta is not None
+    def checkpoint(self, links: Links) -> None:
+        round_state = links.state
+        assert round_state.theta is not None
         state = {
-            "round": agg.round,
-            "theta": agg.theta.clone(),
+            "round": round_state.round,
+            "theta": round_state.theta.clone(),
             "momentum": self.outer.momentum,
             "history": self.history,
             "elapsed": self.elapsed(),
-            "reputations": [vars(rep).copy() for rep in agg.book.nodes.values()],
-            "subtree_records": list(agg.subtree_records.values()),
-            "traffic": agg.rt.traffic.entries(),
-            "support": agg.support,
+            "traffic": round_state.traffic.entries(),
+            **round_state.books(),
         }
         save_checkpoint(self.checkpoint_dir, state)
 
@@ -103,50 +101,53 @@ class RootCommit:
     def elapsed(self) -> float:
         return self.elapsed_before + time.monotonic() - self.started
 
-    def round_closed(self, agg: Aggregator, result: RoundResult) -> None:
-        assert agg.theta is not None
+    def round_closed(self, links: Links, result: RoundResult) -> None:
+        state = links.state
+        assert state.theta is not None
         change = self.outer.step(result.vector, result.agreement)
         broadcast_delta = self.spec.compression.broadcast == "delta"
         # The root applies exactly the (rounded) values it sends, so every copy of θ stays identical.
         wire = dense_to_sparse(change, wire_dtype(self.spec)) if broadcast_delta else None
         if wire is not None and 2 * wire.indices.numel() >= change.numel():
             wire = None  # nearly dense (e.g. outer momentum): the dense model is smaller
-        base_round = agg.round
+        base_round = state.round
+        theta = state.theta
         if wire is not None:
-            agg.theta[wire.indices.long()] += wire.values.to(torch.float32)  # exactly what every child does
+            theta[wire.indices.long()] += wire.values.to(torch.float32)  # exactly what every child does
         else:
-            agg.theta = agg.theta + change
-        finished_round = agg.round
-        self._record(agg, result, finished_round)
-        agg.open_round(finished_round + 1)
-        if agg.support is not None:
-            agg.support = next_support(result.votes, self.rt.numel, agg.k, self.spec.training.seed, agg.round)
-        agg.forwarded = None
-        if (agg.round % self.spec.checkpoint.every_rounds == 0) or agg.round >= self.spec.training.rounds:
-            self.checkpoint(agg)
-        if agg.round >= self.spec.training.rounds:
-            self.finish(agg)
-            return
+            theta = theta + change
+        next_round = base_round + 1
+        self._record(links, result, base_round, theta)
+        if state.support is not None:
+            state.support = next_support(
+                result.votes, self.rt.numel, state.k, self.spec.training.seed, next_round
+            )
         delta = None
         if wire is not None:
             tensors: dict[str, Any] = {"theta": wire}
-            if agg.support is not None:
-                tensors["support"] = agg.support.to(torch.int32)
-            msg = agg.message("model", agg.round, {"base_round": base_round, "final": False}, tensors)
-            delta = encode_message(msg)
-        agg.broadcast(delta, base_round)
+            if state.support is not None:
+                tensors["support"] = state.support.to(torch.int32)
+            meta = {"base_round": base_round, "final": False}
+            delta = encode_message(links.message("model", next_round, meta, tensors))
+        finished = next_round >= self.spec.training.rounds
+        links.advance(next_round, theta)
+        if next_round % self.spec.checkpoint.every_rounds == 0 or finished:
+            self.checkpoint(links)  # before the model leaves: no child holds a round the root lost
+        if finished:
+            self.finish(links)
+        else:
+            links.broadcast(delta, base_round)
 
-    def _record(self, agg: Aggregator, result: RoundResult, finished_round: int) -> None:
-        rounds = self.spec.training.rounds
-        last = finished_round + 1 >= rounds
+    def _record(self, links: Links, result: RoundResult, finished_round: int, theta: torch.Tensor) -> None:
+        """Evaluate θ_{r+1} when due, append round r's line to metrics.jsonl, publish the status."""
+        last = finished_round + 1 >= self.spec.training.rounds
         if (finished_round + 1) % self.spec.training.eval_every == 0 or last:
-            assert agg.theta is not None
-            load_flat(self.rt.model, agg.theta)
+            load_flat(self.rt.model, theta)
             self.last_eval = evaluate(self.rt.model, self.rt.bundle)
         now = time.monotonic()
         round_seconds = now - self.round_started
         self.round_started = now
-        sent, dense = agg.rt.traffic.totals()
+        sent, dense = links.state.traffic.totals()
         samples_per_second = result.samples / max(round_seconds, 1e-9)
         line = {
             "round": finished_round + 1,
@@ -159,26 +160,28 @@ class RootCommit:
             "bytesSent": sent,
             "denseEquivalentBytes": dense,
             "wallSeconds": round(self.elapsed(), 3),
+            # θ_{r+1}, the model that opens the next round: every node logs the digest it holds.
+            "modelDigest": model_digest(theta),
         }
         self.history.append(line)
         with (self.rt.settings.workdir / "metrics.jsonl").open("a") as f:
             f.write(json.dumps(line) + "\n")
-        m = agg.rt.metrics
+        m = self.rt.metrics
         test_loss, accuracy = self.last_eval
         if test_loss is not None:
             m.loss.set(test_loss)
         if accuracy is not None:
             m.accuracy.set(accuracy)
         m.samples_per_second.set(samples_per_second)
-        self.publish(agg)
+        self.publish(links)
 
     def _rewrite_metrics(self) -> None:
         text = "".join(json.dumps(line) + "\n" for line in self.history)
         _write_atomic(self.rt.settings.workdir / "metrics.jsonl", text)
 
-    def status(self, agg: Aggregator) -> dict[str, Any]:
+    def status(self, links: Links) -> dict[str, Any]:
         last = self.history[-1] if self.history else {}
-        sent, dense = agg.rt.traffic.totals()
+        sent, dense = links.state.traffic.totals()
         return {
             "job": self.rt.settings.job,
             "phase": self.phase,
@@ -190,27 +193,33 @@ class RootCommit:
             "denseEquivalentBytes": dense,
             "samplesPerSecond": last.get("samplesPerSecond", 0.0),
             "wallSeconds": round(self.elapsed(), 3),
-            "nodes": agg.records(),
-            "dropped": dict(agg.rt.metrics.dropped_by_reason),
+            "nodes": links.state.records(),
+            "dropped": dict(self.rt.metrics.dropped_by_reason),
         }
 
-    def publish(self, agg: Aggregator) -> None:
-        self.rt.server.publish(self.status(agg))
+    def publish(self, links: Links) -> None:
+        self.rt.server.publish(self.status(links))
 
-    def finish(self, agg: Aggregator) -> None:
+    def finish(self, links: Links) -> None:
         self.phase = "Succeeded"
-        status = self.status(agg)
+        status = self.status(links)
         self.rt.server.publish(status)
         _write_atomic(self.rt.settings.workdir / "result.json", json.dumps(status, indent=2))
         write_termination_message(status, TERMINATION_LOG)
-        agg.stop_children("training finished")
+        links.finish("training finished")
         self.finished_at = time.monotonic()
         log.info("root: finished %d rounds, accuracy %s", len(self.history), status["accuracy"])
 
-    def tick(self, agg: Aggregator) -> None:
-        """Called every loop turn: after the end, answer stragglers with STOP for a moment, then exit."""
-        if self.finished_at is not None and time.monotonic() - self.finished_at > STOP_LINGER_S:
-            agg.stopped = "finished"
+    def tick(self, links: Links, now: float) -> None:
+        """After the end, answer stragglers with STOP for a moment, then exit."""
+        if self.finished_at is not None and now - self.finished_at > STOP_LINGER_S:
+            links.exit("finished")
+
+    def stopping(self, links: Links) -> None:
+        """SIGTERM (a deleted pod, `swarm run` interrupted): keep the round reached."""
+        if self.finished_at is None and links.state.theta is not None:
+            self.checkpoint(links)
+            log.info("root: stopping at round %d, checkpoint written", links.state.round)
 
 
 #: Kubernetes' default terminationMessagePath: the operator reads the final status from the pod
@@ -239,10 +248,9 @@ def write_termination_message(status: dict[str, Any], path: Path) -> bool:
 def run_root(rt: NodeRuntime) -> int:
     commit = RootCommit(rt)
     theta, round_index, state = commit.initial_state()
-    agg = Aggregator(rt, theta, round_index)
-    commit.restore_book(agg, state)
-    agg.open_round(round_index)
-    commit.publish(agg)
+    shell = AggregatorShell(rt, theta, round_index)
+    commit.restore(shell, state)
+    commit.publish(shell)
     if round_index >= rt.settings.spec.training.rounds:
-        commit.finish(agg)
-    return agg.run(commit)
+        commit.finish(shell)
+    return shell.run(commit)

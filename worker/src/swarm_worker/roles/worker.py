@@ -34,7 +34,7 @@ from swarm_contract.topology import ROOT_ID, parent_in_round
 from swarm_worker.maths.compression import VALUE_DTYPES, ErrorFeedbackCompressor, SparseVector, k_for
 from swarm_worker.maths.support import initial_support, valid_support
 from swarm_worker.node.model_sync import apply_model, model_digest
-from swarm_worker.node.runtime import NodeRuntime
+from swarm_worker.node.runtime import SIGNALLED_EXIT_CODE, NodeRuntime
 from swarm_worker.protocol.codec import Message
 from swarm_worker.protocol.transport import Encoded, connect_dealer, encode_message, receive, send
 from swarm_worker.simulation.byzantine import (
@@ -186,6 +186,9 @@ class Worker:
         last_heard = last_hello = 0.0
         silent = self.plan is not None and self.plan.silent
         while True:
+            if rt.stop_requested.is_set():
+                log.info("%s: stopping on a signal at round %d", rt.node.id, self.round)
+                return SIGNALLED_EXIT_CODE
             now = time.monotonic()
             quiet = now - last_heard > self.resync_after and now - last_hello > HELLO_INTERVAL_S
             sock = socks[self.parent_for(self.round)]

@@ -1,0 +1,260 @@
+"""The I/O shell of an aggregating node (interior aggregator or root) around `node.round.RoundState`.
+
+One thread polls the children's ROUTER and, below the root, the parent's DEALER:
+- from a child: a HELLO is answered (dense model, or STOP after the end); anything else goes to
+  `RoundState.accept`, and a refusal is counted by reason in the dropped-messages counter;
+- from the parent: MODEL r is applied (`node.model_sync`), forwarded to every child (the same delta
+  frames to a child known to hold the base round, else the dense model) and opens round r; a MODEL
+  for the round already held means the parent lost this node's update: it is sent again; STOP is
+  passed down and ends the loop;
+- when `RoundState.ready`, the round is closed and its result handed to the `RoundSink`: up to the
+  parent (roles.aggregator) or into the outer step (roles.root), which see this node only through
+  the narrow `Links` protocol;
+- a SIGTERM (`NodeRuntime.stop_requested`) ends the loop within one poll; the sink's `stopping` runs
+  first (the root checkpoints).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Protocol
+
+import torch
+import zmq
+
+from swarm_worker.maths.support import valid_support
+from swarm_worker.node.model_sync import apply_model, model_digest
+from swarm_worker.node.round import RoundResult, RoundState
+from swarm_worker.node.runtime import SIGNALLED_EXIT_CODE, NodeRuntime
+from swarm_worker.protocol.codec import Message
+from swarm_worker.protocol.transport import (
+    Encoded,
+    bind_router,
+    connect_dealer,
+    encode_message,
+    receive,
+    send,
+)
+
+log = logging.getLogger("swarm.aggregator")
+POLL_MS = 50
+HELLO_INTERVAL_S = 1.0
+
+
+class Links(Protocol):
+    """What a round sink may do with its node: read the round state, talk to the tree, end it."""
+
+    @property
+    def state(self) -> RoundState: ...
+
+    def message(self, msg_type: str, rnd: int, meta: dict[str, Any], tensors: dict[str, Any]) -> Message: ...
+
+    def send_up(self, encoded: Encoded) -> None: ...
+
+    def advance(self, round_index: int, theta: torch.Tensor) -> None: ...
+
+    def broadcast(self, delta: Encoded | None, base_round: int) -> None: ...
+
+    def finish(self, reason: str) -> None: ...
+
+    def exit(self, reason: str) -> None: ...
+
+
+class RoundSink(Protocol):
+    """Where a closed round goes: up to the parent (interior) or into the outer step (root)."""
+
+    def round_closed(self, links: Links, result: RoundResult) -> None: ...
+
+    def tick(self, links: Links, now: float) -> None: ...
+
+    def stopping(self, links: Links) -> None: ...
+
+
+class AggregatorShell:
+    """Sockets and the poll loop of one aggregating node; the round logic is `self.state`'s."""
+
+    def __init__(self, rt: NodeRuntime, theta: torch.Tensor | None, round_index: int) -> None:
+        self.rt = rt
+        spec = rt.settings.spec
+        self._state = RoundState(
+            spec, rt.tree, rt.node, rt.numel, rt.traffic, theta, round_index, time.monotonic()
+        )
+        # Every process starts from θ_0 on round 0 (built from the shared seed, never sent).
+        self.child_round: dict[str, int] = dict.fromkeys(self._state.worker_count, 0)
+        self._dense_model: tuple[int, Encoded] | None = None
+        self.ctx: zmq.Context[Any] = zmq.Context()
+        max_bytes = spec.network.max_message_bytes
+        self.router = bind_router(self.ctx, rt.settings.bind_host, rt.settings.bind_port, max_bytes)
+        self.dealer = (
+            connect_dealer(self.ctx, rt.node.id, rt.settings.parent, max_bytes)
+            if rt.settings.parent
+            else None
+        )
+        self.stopped: str | None = None
+        #: This round's update as sent up, kept to re-send when the parent lost it.
+        self.forwarded: Encoded | None = None
+        #: Set once training ended: later HELLOs are answered with STOP.
+        self.done_reason: str | None = None
+        rt.metrics.round.set(round_index)
+
+    # -- Links --------------------------------------------------------------------------------------
+
+    @property
+    def state(self) -> RoundState:
+        return self._state
+
+    def message(self, msg_type: str, rnd: int, meta: dict[str, Any], tensors: dict[str, Any]) -> Message:
+        return Message(msg_type, self.rt.settings.job, rnd, self.rt.node.id, meta, tensors)
+
+    def send_up(self, encoded: Encoded) -> None:
+        self.forwarded = encoded
+        if self.dealer is not None:
+            send(self.dealer, encoded, self.rt.metrics)
+
+    def advance(self, round_index: int, theta: torch.Tensor) -> None:
+        """Open `round_index` on θ = `theta` (the parent's model, or the root's outer step)."""
+        self._state.open(round_index, theta, time.monotonic())
+        self.forwarded = None
+        self.rt.metrics.round.set(round_index)
+        log.info("%s: round %d: model %s", self.rt.node.id, round_index, model_digest(theta))
+
+    def broadcast(self, delta: Encoded | None, base_round: int) -> None:
+        """Send the open round down: `delta` to children known to hold `base_round`, the dense model
+        to the others (a child that cannot apply a delta asks for the dense model)."""
+        round_index = self._state.round
+        for child in self._state.children:
+            # Reshuffled children come from other groups: what this node last sent them is stale.
+            known = base_round if self._state.reshuffle else self.child_round.get(child, base_round)
+            fits = delta is not None and known == base_round
+            self._send_child(child, delta if fits and delta is not None else self._dense())
+            self.child_round[child] = round_index
+
+    def finish(self, reason: str) -> None:
+        """Training ended: STOP to every child now, and to any child that says HELLO later."""
+        self.done_reason = reason
+        stop = encode_message(self.message("stop", max(self._state.round, 0), {"reason": reason}, {}))
+        for child in self._state.children:
+            self._send_child(child, stop)
+
+    def exit(self, reason: str) -> None:
+        self.stopped = reason
+
+    # -- messages -----------------------------------------------------------------------------------
+
+    def _dense(self) -> Encoded:
+        state = self._state
+        assert state.theta is not None
+        if self._dense_model is None or self._dense_model[0] != state.round:
+            tensors: dict[str, Any] = {"theta": state.theta}
+            if state.support is not None:
+                tensors["support"] = state.support.to(torch.int32)
+            msg = self.message("model", state.round, {"base_round": -1, "final": False}, tensors)
+            self._dense_model = (state.round, encode_message(msg))
+        return self._dense_model[1]
+
+    def _send_child(self, child: str, encoded: Encoded) -> None:
+        send(self.router, encoded, self.rt.metrics, identity=child.encode())
+
+    def on_child(self, msg: Message) -> None:
+        child, state = msg.node, self._state
+        if msg.type == "hello" and state.knows(child):
+            if self.done_reason is not None:
+                stop = self.message("stop", max(state.round, 0), {"reason": self.done_reason}, {})
+                self._send_child(child, encode_message(stop))
+                return
+            reply = state.hello(child, msg.round, bool(msg.meta["answered"]))
+            if reply.reinstated:
+                log.info("%s: %s came back as a new process: reinstated on probation", self.rt.node.id, child)
+            if reply.dense_model:
+                self._send_child(child, self._dense())
+                self.child_round[child] = state.round
+            return
+        reason = state.accept(msg, time.monotonic())
+        if reason is not None:
+            self.rt.metrics.dropped(reason.value)
+
+    def on_parent(self, msg: Message) -> None:
+        state = self._state
+        if msg.type == "stop":
+            self.finish(msg.meta["reason"])
+            self.stopped = msg.meta["reason"]
+            return
+        if msg.type != "model":
+            self.rt.metrics.dropped("unexpected-type")
+            return
+        if msg.round == state.round and state.theta is not None:
+            # The parent re-sent this round: it lost our update (it restarted). Send it again.
+            if state.closed and self.forwarded is not None and self.dealer is not None:
+                send(self.dealer, self.forwarded, self.rt.metrics)
+            return
+        base_round = state.round
+        support = None
+        if state.support is not None:  # checked before θ changes, so a bad message changes nothing
+            support = valid_support(msg.tensors.get("support"), self.rt.numel, state.k)
+            if support is None:
+                self.rt.metrics.dropped("support")
+                return
+        theta = apply_model(state.theta, state.round, msg)
+        if theta is None:
+            self.rt.metrics.dropped("model-mismatch")
+            return
+        if support is not None:
+            state.support = support
+        delta = encode_message(msg) if msg.meta["base_round"] >= 0 else None
+        self.advance(msg.round, theta)
+        self.broadcast(delta, base_round)
+
+    # -- the loop -----------------------------------------------------------------------------------
+
+    def run(self, sink: RoundSink) -> int:
+        poller = zmq.Poller()
+        poller.register(self.router, zmq.POLLIN)
+        if self.dealer is not None:
+            poller.register(self.dealer, zmq.POLLIN)
+        last_heard = last_hello = 0.0
+        resync_after = max(2.0, 2 * self.rt.settings.spec.training.round_deadline_seconds)
+        job, metrics, state = self.rt.settings.job, self.rt.metrics, self._state
+        try:
+            while self.stopped is None:
+                if self.rt.stop_requested.is_set():
+                    sink.stopping(self)
+                    log.info("%s: stopping on a signal at round %d", self.rt.node.id, state.round)
+                    return SIGNALLED_EXIT_CODE
+                now = time.monotonic()
+                quiet = now - last_heard > resync_after and now - last_hello > HELLO_INTERVAL_S
+                if self.dealer is not None and quiet:
+                    meta = {"role": "aggregator", "answered": state.closed}
+                    send(self.dealer, encode_message(self.message("hello", state.round, meta, {})), metrics)
+                    last_hello = now
+                events = dict(poller.poll(POLL_MS))
+                if self.router in events:
+                    got = receive(self.router, metrics, routed=True, job=job)
+                    if got is not None:
+                        self.rt.traffic.count(got.nbytes, got.dense_nbytes)
+                        self.on_child(got.message)
+                if self.dealer is not None and self.dealer in events:
+                    got = receive(self.dealer, metrics, routed=False, job=job)
+                    if got is not None:
+                        self.rt.traffic.count(got.nbytes, got.dense_nbytes)
+                        last_heard = time.monotonic()
+                        self.on_parent(got.message)
+                if state.ready(time.monotonic()):
+                    self._close_round(sink)
+                sink.tick(self, time.monotonic())
+        finally:
+            self.router.close(0)
+            if self.dealer is not None:
+                self.dealer.close(0)
+            self.ctx.term()
+        return 0
+
+    def _close_round(self, sink: RoundSink) -> None:
+        state, metrics = self._state, self.rt.metrics
+        metrics.round_seconds.observe(time.monotonic() - state.opened_at)
+        started = time.perf_counter()
+        result = state.close()
+        metrics.aggregation_seconds.observe(time.perf_counter() - started)
+        for child, rep in state.book.nodes.items():
+            metrics.reputation(child, rep.reputation)
+        sink.round_closed(self, result)

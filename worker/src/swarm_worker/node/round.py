@@ -1,0 +1,309 @@
+"""The round state machine of an aggregator (interior or root), apart from any socket or clock.
+
+Every call that needs the time takes `now` (seconds on a monotonic clock), so each path is
+unit-tested without processes (tests/unit/test_round.py); `node.aggregating` is the I/O shell.
+
+Round r at one aggregator:
+    open(r, theta, now)      θ_r is held, nothing pending; with `topology.reshuffle` a bottom
+                             aggregator's children are drawn afresh for r (topology.round_assignment)
+    accept(msg, now)         an UPDATE from a child: None when it is taken, else why it is dropped
+                             (a DropReason: counted by the shell, never an exception)
+    ready(now)               every live (non-quarantined) child reported, or the deadline passed
+                             since the round's first update and a quorum reported (round_plan)
+    close()                  the robust aggregate of the pending updates (weights: samples x
+                             reputation, reputation <= 1 so it only down-weights) and this round's
+                             reputation observations: a RoundResult
+    hello(child, round, answered)
+                             whether a child needs the dense model: it is on another round, or it
+                             answered this one and its update is not here (this node restarted)
+The deadline runs from the first update, not from the opening: slow starts (processes importing
+torch, a long first round) must not close a round on one update.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import torch
+
+from swarm_contract.spec import SwarmSpec
+from swarm_contract.topology import Tree, TreeNode, round_assignment
+from swarm_worker.maths import robust
+from swarm_worker.maths.compression import SparseVector, k_for
+from swarm_worker.maths.reputation import (
+    NodeReputation,
+    ReputationBook,
+    RoundObservation,
+    cosines,
+    duplicates,
+)
+from swarm_worker.maths.support import initial_support, merge_votes, on_support
+from swarm_worker.node.round_plan import deadline_for, feasible_rule, interior_quorum, root_quorum
+from swarm_worker.node.traffic import Traffic
+from swarm_worker.protocol.codec import Message
+
+
+class DropReason(StrEnum):
+    """Why a child's message was not used (the `reason` label of the dropped-messages counter)."""
+
+    UNKNOWN_NODE = "unknown-node"  # not a child of this aggregator in any round
+    UNEXPECTED_TYPE = "unexpected-type"  # not an UPDATE (HELLOs are answered before accept)
+    NOT_ASSIGNED = "not-assigned"  # reshuffled: it reports to another aggregator this round
+    LATE = "late"  # for a round already closed or passed
+    FUTURE_ROUND = "future-round"  # for a round this node has not opened
+    DUPLICATE = "duplicate"  # a second update from the same child in one round
+    QUARANTINED = "quarantined"  # its reputation stayed below the threshold
+    SHAPE = "shape"  # wrong tensors, or a vector of another length than θ
+    SUPPORT = "support"  # off the round's common support
+    FIELD = "field"  # a header field out of range (more workers than its subtree has)
+
+
+@dataclass(frozen=True)
+class ChildUpdate:
+    vector: torch.Tensor  # (d,) fp32, dense
+    samples: int
+    workers: int
+    loss: float
+    votes: SparseVector | None = None  # common support: where the subtree wants to send next
+
+
+@dataclass(frozen=True)
+class RoundResult:
+    vector: torch.Tensor  # (d,) the robust aggregate
+    samples: int
+    workers: int
+    loss: float
+    contributors: tuple[str, ...]
+    #: Mean over contributors of max(0, cos(update, aggregate)), in [0, 1]: how much the round agreed.
+    agreement: float = 1.0
+    #: Common support: the subtree's merged votes for the next round's support.
+    votes: SparseVector | None = None
+
+
+@dataclass(frozen=True)
+class HelloReply:
+    dense_model: bool  # answer with the dense model of the current round
+    reinstated: bool  # a replaced, quarantined child came back on probation
+
+
+class RoundState:
+    """What one aggregator knows about its current round; see the module docstring."""
+
+    def __init__(
+        self,
+        spec: SwarmSpec,
+        tree: Tree,
+        node: TreeNode,
+        numel: int,
+        traffic: Traffic,
+        theta: torch.Tensor | None,
+        round_index: int,
+        now: float,
+    ) -> None:
+        self.spec, self.tree, self.node, self.numel, self.traffic = spec, tree, node, numel, traffic
+        self.is_root = node.role == "root"
+        # Bottom aggregators draw their children afresh every round (topology.round_assignment).
+        self.reshuffle = spec.topology.reshuffle and node.role == "aggregator" and node.level == 1
+        self.worker_count: dict[str, int] = (
+            {w.id: 1 for w in tree.workers}
+            if self.reshuffle
+            else {c: len(tree.node(c).ranks) for c in node.children}
+        )
+        self.children: tuple[str, ...] = tuple(node.children)
+        rep = spec.robustness.reputation
+        self.book = ReputationBook(rep.decay, rep.threshold, rep.quarantine_rounds)
+        #: Records of deeper nodes, as the children forwarded them.
+        self.subtree_records: dict[str, dict[str, Any]] = {}
+        self.deadline = deadline_for(node.level, tree.height, spec.training.round_deadline_seconds)
+        self.k = k_for(numel, spec.compression.ratio)
+        #: Common support (maths.support): the index set every update of this round must use.
+        self.support: torch.Tensor | None = (
+            initial_support(numel, self.k, spec.training.seed) if spec.common_support else None
+        )
+        self.previous_aggregate: torch.Tensor | None = None
+        self.theta = theta
+        self.round = round_index
+        self.pending: dict[str, ChildUpdate] = {}
+        self.closed = False
+        self.opened_at = now
+        self.first_update_at: float | None = None
+        self.open(round_index, theta, now)
+
+    # -- opening ----------------------------------------------------------------------------------
+
+    def open(self, round_index: int, theta: torch.Tensor | None, now: float) -> None:
+        """Start round `round_index` on θ = `theta`; pending updates of the last round are gone."""
+        self.round, self.theta = round_index, theta
+        if self.reshuffle:
+            self.children = round_assignment(self.tree, round_index, self.spec.training.seed)[self.node.id]
+        self.pending = {}
+        self.closed = False
+        self.opened_at = now
+        self.first_update_at = None
+
+    def knows(self, child: str) -> bool:
+        return child in self.worker_count
+
+    # -- messages ---------------------------------------------------------------------------------
+
+    def hello(self, child: str, child_round: int, answered: bool) -> HelloReply:
+        if self.theta is None:
+            return HelloReply(dense_model=False, reinstated=False)
+        # Every process starts on round 0: a HELLO from round 0 later is a replacement process.
+        reinstated = child_round == 0 and self.round > 0 and self.book.reinstate(child)
+        lost = answered and child not in self.pending and not self.closed
+        return HelloReply(dense_model=child_round != self.round or lost, reinstated=reinstated)
+
+    def accept(self, msg: Message, now: float) -> DropReason | None:
+        child = msg.node
+        if child not in self.worker_count:
+            return DropReason.UNKNOWN_NODE
+        if msg.type != "update":
+            return DropReason.UNEXPECTED_TYPE
+        if child not in self.children:
+            return DropReason.NOT_ASSIGNED
+        for record in msg.meta["nodes"]:
+            # With reshuffling several aggregators score the same worker: keep the latest view.
+            known = self.subtree_records.get(record["id"])
+            if known is None or record["lastRound"] >= known["lastRound"]:
+                self.subtree_records[record["id"]] = record
+        self.traffic.merge(msg.meta["traffic"])
+        if self.theta is None or msg.round != self.round or self.closed:
+            return DropReason.LATE if msg.round <= self.round else DropReason.FUTURE_ROUND
+        if child in self.pending:
+            return DropReason.DUPLICATE
+        if self.book.is_quarantined(child):
+            return DropReason.QUARANTINED
+        update, reason = self._checked(msg)
+        if update is None:
+            return reason
+        if not self.pending:
+            self.first_update_at = now
+        self.pending[child] = update
+        return None
+
+    def _checked(self, msg: Message) -> tuple[ChildUpdate | None, DropReason | None]:
+        """The update's tensors and fields checked against this round (codec checked the bytes)."""
+        payload = msg.tensors.get("delta")
+        votes = msg.tensors.get("votes")
+        if payload is None or set(msg.tensors) - {"delta", "votes"}:
+            return None, DropReason.SHAPE
+        if votes is not None and (not isinstance(votes, SparseVector) or votes.numel != self.numel):
+            return None, DropReason.SHAPE
+        if self.support is not None and not (
+            isinstance(payload, SparseVector) and on_support(payload, self.support)
+        ):
+            return None, DropReason.SUPPORT
+        numel = payload.numel if isinstance(payload, SparseVector) else payload.numel()
+        if numel != self.numel:
+            return None, DropReason.SHAPE
+        if msg.meta["workers"] > self.worker_count[msg.node]:
+            return None, DropReason.FIELD
+        vector = (
+            payload.to_dense() if isinstance(payload, SparseVector) else payload.to(torch.float32).flatten()
+        )
+        meta = msg.meta
+        return ChildUpdate(vector, meta["samples"], meta["workers"], float(meta["loss"]), votes), None
+
+    # -- closing ----------------------------------------------------------------------------------
+
+    def expected(self) -> list[str]:
+        """This round's children that are not quarantined."""
+        return [c for c in self.children if not self.book.is_quarantined(c)]
+
+    def quorum_reached(self) -> bool:
+        """Root: `spec.quorum` workers in all. Interior: round_plan.interior_quorum of its children."""
+        if not self.is_root:
+            return len(self.pending) >= interior_quorum(self.spec, len(self.expected()))
+        live_workers = sum(self.worker_count[c] for c in self.expected())
+        return sum(u.workers for u in self.pending.values()) >= root_quorum(self.spec, live_workers)
+
+    def ready(self, now: float) -> bool:
+        if self.theta is None or self.closed or not self.pending:
+            return False
+        if all(c in self.pending for c in self.expected()):
+            return True
+        first = self.first_update_at if self.first_update_at is not None else now
+        return now - first >= self.deadline and self.quorum_reached()
+
+    def close(self) -> RoundResult:
+        """Combine the pending updates with the robust rule and score every expected child."""
+        self.closed = True
+        names = sorted(self.pending)
+        updates = torch.stack([self.pending[c].vector for c in names])  # (n, d)
+        samples = torch.tensor([float(self.pending[c].samples) for c in names])
+        reputations = torch.tensor([self.book.weight(c) for c in names])
+        rules = self.spec.robustness
+        # `mean` is FedAvg: weighted by samples, so a tree of means equals the flat mean.
+        use_reputation = rules.reputation.enabled and rules.rule != "mean"
+        weights = samples * reputations if use_reputation else samples
+        bucket = next((int(p.param or 2) for p in rules.pre_aggregation if p.name == "bucketing"), 1)
+        rule, f = feasible_rule(
+            "weighted-mean" if rules.rule == "mean" else rules.rule, len(names), rules.f, bucket
+        )
+        result = robust.aggregate(
+            rule,
+            updates,
+            f=f,
+            weights=weights,
+            previous=self.previous_aggregate,
+            pre_aggregation=[(p.name, p.param) for p in rules.pre_aggregation],
+        )
+        cos = cosines(updates, result.vector)
+        if rules.reputation.enabled:
+            self._score(names, updates, result.selected, cos)
+        self.previous_aggregate = result.vector
+        total = sum(self.pending[c].samples for c in names)
+        loss = sum(self.pending[c].loss * self.pending[c].samples for c in names) / max(total, 1)
+        return RoundResult(
+            vector=result.vector,
+            samples=total,
+            workers=sum(self.pending[c].workers for c in names),
+            loss=loss,
+            contributors=tuple(names),
+            agreement=float(cos.clamp_min(0).mean()),
+            votes=merge_votes(
+                [v for c in names if (v := self.pending[c].votes) is not None], self.numel, self.k
+            ),
+        )
+
+    def _score(
+        self, names: list[str], updates: torch.Tensor, selected: torch.Tensor, cos: torch.Tensor
+    ) -> None:
+        mad = robust.mad_scores(updates) if len(names) >= 3 else torch.zeros(len(names))
+        dup = duplicates(updates)
+        for i, child in enumerate(names):
+            obs = RoundObservation(True, float(selected[i]), float(mad[i]), float(cos[i]), bool(dup[i]))
+            self.book.observe(child, self.tree.node(child).role, self.node.id, obs, self.round)
+        for child in self.expected():
+            if child not in self.pending:
+                missed = RoundObservation(False)
+                self.book.observe(child, self.tree.node(child).role, self.node.id, missed, self.round)
+
+    def restore(
+        self,
+        reputations: list[dict[str, Any]],
+        subtree_records: list[dict[str, Any]],
+        support: torch.Tensor | None,
+    ) -> None:
+        """Back to a checkpoint's books (the root after a restart)."""
+        self.book.nodes = {r["node_id"]: NodeReputation(**r) for r in reputations}
+        self.subtree_records = {r["id"]: r for r in subtree_records}
+        if self.support is not None and support is not None:
+            self.support = support
+
+    def books(self) -> dict[str, Any]:
+        """What `restore` takes back, for a checkpoint."""
+        return {
+            "reputations": [vars(rep).copy() for rep in self.book.nodes.values()],
+            "subtree_records": list(self.subtree_records.values()),
+            "support": self.support,
+        }
+
+    def records(self) -> list[dict[str, Any]]:
+        """Reputation records of this subtree: measured here for children, passed on from below."""
+        merged = dict(self.subtree_records)
+        merged.update({node_id: rep.record() for node_id, rep in self.book.nodes.items()})
+        return [merged[k] for k in sorted(merged)]
