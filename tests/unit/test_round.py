@@ -11,7 +11,8 @@ import torch
 from swarm_contract.spec import SwarmSpec, parse_spec
 from swarm_contract.topology import plan_tree, round_assignment
 from swarm_worker.maths.compression import SparseVector, k_for
-from swarm_worker.node.round import DropReason, RoundState
+from swarm_worker.node.admission import DropReason
+from swarm_worker.node.round import RoundState
 from swarm_worker.node.traffic import Traffic
 from swarm_worker.protocol.codec import Message
 

@@ -23,7 +23,6 @@ torch, a long first round) must not close a round on one update.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
 import torch
@@ -39,34 +38,12 @@ from swarm_worker.maths.reputation import (
     cosines,
     duplicates,
 )
-from swarm_worker.maths.support import initial_support, merge_votes, on_support
+from swarm_worker.maths.support import initial_support, merge_votes
+from swarm_worker.node.admission import ChildUpdate, DropReason, check_update
 from swarm_worker.node.round_plan import deadline_for, feasible_rule, interior_quorum, root_quorum
+from swarm_worker.node.subtree import SubtreeRecords
 from swarm_worker.node.traffic import Traffic
 from swarm_worker.protocol.codec import Message
-
-
-class DropReason(StrEnum):
-    """Why a child's message was not used (the `reason` label of the dropped-messages counter)."""
-
-    UNKNOWN_NODE = "unknown-node"  # not a child of this aggregator in any round
-    UNEXPECTED_TYPE = "unexpected-type"  # not an UPDATE (HELLOs are answered before accept)
-    NOT_ASSIGNED = "not-assigned"  # reshuffled: it reports to another aggregator this round
-    LATE = "late"  # for a round already closed or passed
-    FUTURE_ROUND = "future-round"  # for a round this node has not opened
-    DUPLICATE = "duplicate"  # a second update from the same child in one round
-    QUARANTINED = "quarantined"  # its reputation stayed below the threshold
-    SHAPE = "shape"  # wrong tensors, or a vector of another length than θ
-    SUPPORT = "support"  # off the round's common support
-    FIELD = "field"  # a header field out of range (more workers than its subtree has)
-
-
-@dataclass(frozen=True)
-class ChildUpdate:
-    vector: torch.Tensor  # (d,) fp32, dense
-    samples: int
-    workers: int
-    loss: float
-    votes: SparseVector | None = None  # common support: where the subtree wants to send next
 
 
 @dataclass(frozen=True)
@@ -114,8 +91,7 @@ class RoundState:
         self.children: tuple[str, ...] = tuple(node.children)
         rep = spec.robustness.reputation
         self.book = ReputationBook(rep.decay, rep.threshold, rep.quarantine_rounds)
-        #: Records of deeper nodes, as the children forwarded them.
-        self.subtree_records: dict[str, dict[str, Any]] = {}
+        self.subtree = SubtreeRecords()
         self.deadline = deadline_for(node.level, tree.height, spec.training.round_deadline_seconds)
         self.k = k_for(numel, spec.compression.ratio)
         #: Common support (maths.support): the index set every update of this round must use.
@@ -164,11 +140,7 @@ class RoundState:
             return DropReason.UNEXPECTED_TYPE
         if child not in self.children:
             return DropReason.NOT_ASSIGNED
-        for record in msg.meta["nodes"]:
-            # With reshuffling several aggregators score the same worker: keep the latest view.
-            known = self.subtree_records.get(record["id"])
-            if known is None or record["lastRound"] >= known["lastRound"]:
-                self.subtree_records[record["id"]] = record
+        self.subtree.merge(msg.meta["nodes"])
         self.traffic.merge(msg.meta["traffic"])
         if self.theta is None or msg.round != self.round or self.closed:
             return DropReason.LATE if msg.round <= self.round else DropReason.FUTURE_ROUND
@@ -176,36 +148,13 @@ class RoundState:
             return DropReason.DUPLICATE
         if self.book.is_quarantined(child):
             return DropReason.QUARANTINED
-        update, reason = self._checked(msg)
-        if update is None:
-            return reason
+        update = check_update(msg, self.numel, self.support, self.worker_count[child])
+        if isinstance(update, DropReason):
+            return update
         if not self.pending:
             self.first_update_at = now
         self.pending[child] = update
         return None
-
-    def _checked(self, msg: Message) -> tuple[ChildUpdate | None, DropReason | None]:
-        """The update's tensors and fields checked against this round (codec checked the bytes)."""
-        payload = msg.tensors.get("delta")
-        votes = msg.tensors.get("votes")
-        if payload is None or set(msg.tensors) - {"delta", "votes"}:
-            return None, DropReason.SHAPE
-        if votes is not None and (not isinstance(votes, SparseVector) or votes.numel != self.numel):
-            return None, DropReason.SHAPE
-        if self.support is not None and not (
-            isinstance(payload, SparseVector) and on_support(payload, self.support)
-        ):
-            return None, DropReason.SUPPORT
-        numel = payload.numel if isinstance(payload, SparseVector) else payload.numel()
-        if numel != self.numel:
-            return None, DropReason.SHAPE
-        if msg.meta["workers"] > self.worker_count[msg.node]:
-            return None, DropReason.FIELD
-        vector = (
-            payload.to_dense() if isinstance(payload, SparseVector) else payload.to(torch.float32).flatten()
-        )
-        meta = msg.meta
-        return ChildUpdate(vector, meta["samples"], meta["workers"], float(meta["loss"]), votes), None
 
     # -- closing ----------------------------------------------------------------------------------
 
@@ -290,7 +239,7 @@ class RoundState:
     ) -> None:
         """Back to a checkpoint's books (the root after a restart)."""
         self.book.nodes = {r["node_id"]: NodeReputation(**r) for r in reputations}
-        self.subtree_records = {r["id"]: r for r in subtree_records}
+        self.subtree.restore(subtree_records)
         if self.support is not None and support is not None:
             self.support = support
 
@@ -298,12 +247,10 @@ class RoundState:
         """What `restore` takes back, for a checkpoint."""
         return {
             "reputations": [vars(rep).copy() for rep in self.book.nodes.values()],
-            "subtree_records": list(self.subtree_records.values()),
+            "subtree_records": list(self.subtree.by_id.values()),
             "support": self.support,
         }
 
     def records(self) -> list[dict[str, Any]]:
         """Reputation records of this subtree: measured here for children, passed on from below."""
-        merged = dict(self.subtree_records)
-        merged.update({node_id: rep.record() for node_id, rep in self.book.nodes.items()})
-        return [merged[k] for k in sorted(merged)]
+        return self.subtree.with_own({node_id: rep.record() for node_id, rep in self.book.nodes.items()})
