@@ -10,12 +10,29 @@ child take over its identity from the dead connection. Every received message go
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import zmq
 
-from swarm_worker.node.telemetry import NodeMetrics
 from swarm_worker.protocol.codec import CodecError, Message, decode, dense_numel, encode
+
+
+class _Counter(Protocol):
+    def inc(self, amount: float = 1) -> None: ...
+
+
+class WireCounters(Protocol):
+    """What the transport counts (node.telemetry.NodeMetrics is one): bytes each way and drops by
+    reason. A protocol, so the wire layer does not depend on the node layer above it."""
+
+    @property
+    def bytes_sent(self) -> _Counter: ...
+
+    @property
+    def bytes_received(self) -> _Counter: ...
+
+    def dropped(self, reason: str) -> None: ...
+
 
 # Queues are bounded in messages; a full queue drops (ROUTER) or blocks briefly (DEALER, see send).
 HIGH_WATER_MARK = 64
@@ -67,7 +84,7 @@ def encode_message(msg: Message) -> Encoded:
 
 
 def send(
-    sock: zmq.Socket[Any], encoded: Encoded, metrics: NodeMetrics, identity: bytes | None = None
+    sock: zmq.Socket[Any], encoded: Encoded, metrics: WireCounters, identity: bytes | None = None
 ) -> bool:
     """Send without blocking the loop for long; a peer that is gone costs a drop, not a hang."""
     frames: list[Any] = [identity, *encoded.frames] if identity is not None else list(encoded.frames)
@@ -88,7 +105,7 @@ class Received:
     dense_nbytes: int
 
 
-def receive(sock: zmq.Socket[Any], metrics: NodeMetrics, *, routed: bool, job: str) -> Received | None:
+def receive(sock: zmq.Socket[Any], metrics: WireCounters, *, routed: bool, job: str) -> Received | None:
     """One message from `sock` (which must be readable), or None if it was dropped and counted."""
     frames = sock.recv_multipart(copy=False)
     identity: bytes | None = None
