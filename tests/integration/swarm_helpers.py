@@ -1,17 +1,23 @@
-"""Shared helpers of the integration tests: manifests with overrides, a swarm run in a thread."""
+"""Shared helpers of the integration tests: manifests with overrides, a swarm run in a thread, what a
+run leaves behind (the workers' per-round log lines) and a node's Prometheus metrics."""
 
 from __future__ import annotations
 
 import copy
+import re
 import threading
-import time
+import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
-from swarm_contract.spec import Manifest, parse_manifest
+from swarm_contract.manifest import Manifest, parse_manifest
 from swarm_worker.local.launcher import LocalSwarm
+from tests.polling import poll
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -51,16 +57,23 @@ class SwarmThread:
         self._thread.start()
         return self
 
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def committed_rounds(self) -> int:
+        """Rounds the root has committed so far (the last line of its metrics.jsonl)."""
+        lines = self.swarm.metrics_lines()
+        return int(lines[-1]["round"]) if lines else 0
+
     def wait_for_round(self, round_index: int, timeout: float = 300) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            lines = self.swarm.metrics_lines()
-            if lines and lines[-1]["round"] >= round_index:
-                return
-            if not self._thread.is_alive():
+        def reached() -> bool:
+            if self.committed_rounds() >= round_index:
+                return True
+            if not self.running():
                 raise AssertionError(f"the swarm ended before round {round_index}: {self.error!r}")
-            time.sleep(0.1)
-        raise AssertionError(f"no round {round_index} within {timeout} s")
+            return False
+
+        poll(f"round {round_index}", reached, timeout=timeout)
 
     def join(self, timeout: float = 420) -> dict[str, Any]:
         self._thread.join(timeout)
@@ -71,3 +84,35 @@ class SwarmThread:
             raise self.error
         assert self.result is not None
         return self.result
+
+
+#: A worker's line for each round it trains (roles/worker.py), e.g.
+#: `worker-3: round 4: loss 0.2656, 1600 samples in 0.07 s, update 781 bytes, model 0298ed5d9cefd54d`.
+WORKER_ROUND = re.compile(
+    r"\b(?P<node>worker-\d+): round (?P<round>\d+): loss .*, model (?P<digest>[0-9a-f]{16})$"
+)
+
+
+@dataclass(frozen=True)
+class TrainedRound:
+    round: int
+    #: `model_digest` of θ_round, the model the worker trained this round from.
+    digest: str
+
+
+def trained_rounds(output: Path, node_id: str) -> list[TrainedRound]:
+    """Every round `node_id` trained, in log order, over all its incarnations (a restarted process
+    appends to the same log, and starts again from round 0)."""
+    out = []
+    for line in (output / "logs" / f"{node_id}.log").read_text().splitlines():
+        m = WORKER_ROUND.search(line)
+        if m is not None and m["node"] == node_id:
+            out.append(TrainedRound(int(m["round"]), m["digest"]))
+    return out
+
+
+def metric_samples(port: int, family: str, host: str = "127.0.0.1") -> list[Sample]:
+    """The samples of one metric family on a node's /metrics (raises OSError while it is not serving)."""
+    with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    return [s for f in text_string_to_metric_families(text) if f.name == family for s in f.samples]

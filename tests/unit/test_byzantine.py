@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 import torch
 
-from swarm_contract.spec import SpecError, SwarmSpec, load_manifest, parse_spec
+from swarm_contract.manifest import load_manifest, parse_spec
+from swarm_contract.spec import SpecError, SwarmSpec
 from swarm_worker.simulation.attacks import alie_z
 from swarm_worker.simulation.byzantine import (
     ESTIMATED_RANKS,

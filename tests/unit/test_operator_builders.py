@@ -7,20 +7,19 @@ from typing import Any
 import pytest
 import yaml
 
-from swarm_contract.spec import SwarmSpec, parse_manifest, parse_spec
+from swarm_contract.manifest import parse_manifest, parse_spec
+from swarm_contract.spec import SwarmSpec
 from swarm_contract.topology import plan_tree
 from swarm_operator.builders import (
-    GPU_RESOURCE,
     build_configmap,
     build_pod,
     build_pods,
     build_service,
-    cpu_threads,
     creation_order,
-    gpu_resources,
     node_command,
     tree_of,
 )
+from swarm_operator.resources import GPU_RESOURCE, cpu_threads, gpu_resources
 from swarm_operator.settings import Settings
 
 OWNER = {

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from swarm_contract.restarts import backoff_seconds
 from swarm_contract.spec import RestartPolicy
 from swarm_operator.observe import (
     PodObservation,
@@ -15,7 +16,7 @@ from swarm_operator.observe import (
     parse_root_status,
     root_status_url,
 )
-from swarm_operator.restarts import RestartBook, backoff_seconds, decide_node, iso
+from swarm_operator.restarts import RestartBook, decide_node, iso
 
 NOW = datetime(2025, 1, 1, 12, 0, 0, tzinfo=UTC)
 

@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
-from swarm_contract.spec import parse_spec
+from swarm_contract.manifest import parse_spec
+from swarm_contract.records import NodeRecord, RootStatus
 from swarm_contract.topology import plan_tree
-from swarm_operator.observe import PodObservation, RootNodeStatus, RootStatus
+from swarm_operator.observe import PodObservation
 from swarm_operator.reconcile import Deletion, reconcile
 from swarm_operator.restarts import RestartBook, iso
 from swarm_operator.settings import ENV, Settings, SettingsError, kopf_argv
@@ -33,6 +34,13 @@ def _all_running() -> dict[str, PodObservation]:
 
 def _root(phase: str = "Running", **kw: Any) -> RootStatus:
     return RootStatus(phase=phase, round=3, rounds=30, loss=0.4, accuracy=0.9, **kw)  # type: ignore[arg-type]
+
+
+def _record(node_id: str, **kw: Any) -> NodeRecord:
+    measured = {"reputation": 1.0, "uptime": 1.0, "agreement": 1.0, "contribution": 1.0, "quarantined": False}
+    return NodeRecord.model_validate(
+        {"id": node_id, "role": "worker", "parent": "agg-0", "last_round": 3, **measured, **kw}
+    )
 
 
 @pytest.mark.parametrize(
@@ -110,8 +118,8 @@ def test_nodes_merge_pods_restarts_and_reputation_least_healthy_first() -> None:
     pods["worker-2"] = _obs("worker-2", "Pending", ready=False, stuck="Unschedulable")
     root = _root(
         nodes=[
-            RootNodeStatus(id="worker-0", reputation=0.2, quarantined=True),
-            RootNodeStatus(id="worker-1", reputation=0.7),
+            _record("worker-0", reputation=0.2, quarantined=True),
+            _record("worker-1", reputation=0.7),
         ]
     )
     book = RestartBook(by_node={"worker-3": 1}, last_failure={"worker-3": "OOMKilled: exit code 137"})

@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from swarm_worker.maths.robust import PRE_AGGREGATIONS, RULES, AggregationResult, aggregate, mad_scores, rules
+from swarm_contract.spec import PRE_AGGREGATION_NAMES, RULE_NAMES
+from swarm_worker.maths.robust import RULES, AggregationResult, aggregate, mad_scores, rules
 
 torch.set_num_threads(1)
 
@@ -20,21 +21,14 @@ def honest_updates(n: int = N, d: int = D, seed: int = 0) -> torch.Tensor:
     return torch.randn(n, d, generator=generator) + torch.linspace(-1, 1, d)
 
 
-def test_public_names_are_the_documented_ones() -> None:
-    assert RULES == (
-        "mean",
-        "weighted-mean",
-        "median",
-        "trimmed-mean",
-        "krum",
-        "multi-krum",
-        "bulyan",
-        "geometric-median",
-        "centered-clipping",
-        "mda",
-        "monna",
-    )
-    assert PRE_AGGREGATIONS == ("nnm", "bucketing", "clipping", "arc")
+@pytest.mark.parametrize("rule", RULE_NAMES)
+def test_every_rule_the_spec_offers_has_an_implementation(rule: str) -> None:
+    assert aggregate(rule, honest_updates(), f=F).vector.shape == (D,)
+
+
+@pytest.mark.parametrize("step", PRE_AGGREGATION_NAMES)
+def test_every_pre_aggregation_the_spec_offers_has_an_implementation(step: str) -> None:
+    assert aggregate("mean", honest_updates(), f=F, pre_aggregation=[(step, None)]).vector.shape == (D,)
 
 
 @pytest.mark.parametrize("rule", RULES)

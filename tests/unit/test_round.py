@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 import torch
 
-from swarm_contract.spec import SwarmSpec, parse_spec
+from swarm_contract.manifest import parse_spec
+from swarm_contract.spec import SwarmSpec
 from swarm_contract.topology import plan_tree, round_assignment
 from swarm_worker.maths.compression import SparseVector, k_for
 from swarm_worker.node.admission import DropReason

@@ -11,16 +11,34 @@ Pure: no torch, no zmq, no I/O beyond `load_manifest`, so the operator imports i
 from __future__ import annotations
 
 import math
-from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal, get_args
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
 API_GROUP = "swarm.ncrsh.io"
 API_VERSION = "v1alpha1"
 KIND = "SwarmTraining"
+
+#: The robust aggregation rules: the one list; swarm_worker.maths.robust implements each (its tests run
+#: every name here) and refuses any other.
+RuleName = Literal[
+    "mean",
+    "weighted-mean",
+    "median",
+    "trimmed-mean",
+    "krum",
+    "multi-krum",
+    "bulyan",
+    "geometric-median",
+    "centered-clipping",
+    "mda",
+    "monna",
+]
+RULE_NAMES: Final[tuple[str, ...]] = get_args(RuleName)
+#: The pre-aggregation steps that may run before a rule, in the order given.
+PreAggregationName = Literal["nnm", "bucketing", "clipping", "arc"]
+PRE_AGGREGATION_NAMES: Final[tuple[str, ...]] = get_args(PreAggregationName)
 
 
 class SpecError(ValueError):
@@ -120,7 +138,7 @@ class Compression(_Section):
 
 
 class PreAggregation(_Section):
-    name: Literal["nnm", "bucketing", "clipping", "arc"]
+    name: PreAggregationName
     #: bucketing: bucket size s; clipping: the static threshold.
     param: float | None = None
 
@@ -135,19 +153,7 @@ class Reputation(_Section):
 
 
 class Robustness(_Section):
-    rule: Literal[
-        "mean",
-        "weighted-mean",
-        "median",
-        "trimmed-mean",
-        "krum",
-        "multi-krum",
-        "bulyan",
-        "geometric-median",
-        "centered-clipping",
-        "mda",
-        "monna",
-    ] = "mean"
+    rule: RuleName = "mean"
     #: Number of Byzantine inputs each aggregator must tolerate.
     f: Annotated[int, Field(ge=0)] = 0
     pre_aggregation: Annotated[list[PreAggregation], Field(max_length=8)] = Field(default_factory=list)
@@ -232,82 +238,3 @@ class SwarmSpec(_Section):
         if self.training.min_peers is not None:
             return self.training.min_peers
         return max(1, math.ceil(0.75 * self.workers.replicas))
-
-
-class Manifest(BaseModel):
-    """A whole `SwarmTraining` object: only what `swarm run` needs of its metadata."""
-
-    model_config = ConfigDict(frozen=True)
-    name: str
-    namespace: str
-    spec: SwarmSpec
-
-
-def _location(loc: tuple[int | str, ...]) -> str:
-    parts: list[str] = []
-    for item in loc:
-        if isinstance(item, int):
-            parts.append(f"[{item}]")
-        else:
-            parts.append(("." if parts else "") + item)
-    return "".join(parts)
-
-
-def parse_spec(spec: Any, *, where: str = "spec") -> SwarmSpec:
-    """Validate a manifest's `spec` mapping; raise SpecError with one line naming the field."""
-    if spec is None:
-        spec = {}
-    if not isinstance(spec, dict):
-        raise SpecError(f"{where}: must be a mapping, got {type(spec).__name__}")
-    try:
-        return SwarmSpec.model_validate(spec)
-    except ValidationError as e:
-        first = e.errors()[0]
-        loc = _location(tuple(first["loc"]))
-        field = f"{where}.{loc}" if loc else where
-        msg = first["msg"].removeprefix("Value error, ")
-        if first["type"] == "extra_forbidden":
-            msg = "unknown field"
-        more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
-        raise SpecError(f"{field}: {msg}{more}") from e
-
-
-def parse_manifest(doc: Any) -> Manifest:
-    """Validate a whole SwarmTraining object (apiVersion, kind, metadata.name, spec)."""
-    if not isinstance(doc, dict):
-        raise SpecError("manifest: must be a YAML mapping")
-    expected = f"{API_GROUP}/{API_VERSION}"
-    if doc.get("apiVersion") != expected:
-        raise SpecError(f"apiVersion: expected {expected!r}, got {doc.get('apiVersion')!r}")
-    if doc.get("kind") != KIND:
-        raise SpecError(f"kind: expected {KIND!r}, got {doc.get('kind')!r}")
-    meta = doc.get("metadata") or {}
-    name = meta.get("name") if isinstance(meta, dict) else None
-    if not isinstance(name, str) or not name:
-        raise SpecError("metadata.name: required")
-    namespace = meta.get("namespace", "default") if isinstance(meta, dict) else "default"
-    return Manifest(name=name, namespace=str(namespace), spec=parse_spec(doc.get("spec")))
-
-
-def load_manifest(path: str | Path) -> Manifest:
-    """Read and validate a manifest file; every failure is a one-line SpecError."""
-    p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as e:
-        raise SpecError(f"{p}: cannot read: {e.strerror}") from e
-    try:
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark is not None else ""
-        raise SpecError(f"{p}: not valid YAML{at}") from e
-    swarm_docs = [d for d in docs if isinstance(d, dict) and d.get("kind") == KIND]
-    if len(swarm_docs) != 1:
-        raise SpecError(f"{p}: expected exactly one {KIND} document, found {len(swarm_docs)}")
-    return parse_manifest(swarm_docs[0])
-
-
-def spec_to_dict(spec: SwarmSpec) -> dict[str, Any]:
-    """The spec as the camelCase mapping a manifest would hold (defaults filled in)."""
-    return spec.model_dump(by_alias=True, mode="json")

@@ -124,6 +124,12 @@ def plan_tree(replicas: int, branching: int) -> Tree:
     return Tree(nodes=nodes, height=height)
 
 
+def bottom_aggregators(tree: Tree) -> list[TreeNode]:
+    """The nodes the workers report to (level 1), by id: with `topology.reshuffle` a worker may
+    report to any of them. A tree without interior aggregators has only the root there."""
+    return sorted((n for n in tree.nodes.values() if n.role != "worker" and n.level == 1), key=lambda n: n.id)
+
+
 def round_assignment(tree: Tree, round_index: int, seed: int) -> dict[str, tuple[str, ...]]:
     """Which workers report to which bottom-level aggregator in `round_index`, reshuffled every round.
 
@@ -135,8 +141,7 @@ def round_assignment(tree: Tree, round_index: int, seed: int) -> dict[str, tuple
     the same group two rounds running by the adversary's choice. Every node computes the same
     assignment from (seed, round), so nothing is sent. Interior levels above the bottom stay fixed.
     """
-    bottom = [n for n in tree.nodes.values() if n.role != "worker" and n.level == 1]
-    bottom.sort(key=lambda n: n.id)
+    bottom = bottom_aggregators(tree)
     workers = [w.id for w in tree.workers]
     gen = random.Random(f"{seed}:{round_index}")
     gen.shuffle(workers)

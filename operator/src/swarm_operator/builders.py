@@ -14,22 +14,25 @@ parent at `<job>-<parent id>.<job>.<namespace>.svc`, a name that survives the pa
 
 from __future__ import annotations
 
-import math
-import re
 from collections.abc import Mapping
 from typing import Any
 
 import yaml
 
-from swarm_contract.spec import API_GROUP, API_VERSION, KIND, SwarmSpec, spec_to_dict
+from swarm_contract.command import node_argv
+from swarm_contract.labels import (
+    GPU_FRACTION_ANNOTATION,
+    JOB_LABEL,
+    configmap_name,
+    labels,
+    node_host,
+    pod_name,
+)
+from swarm_contract.manifest import spec_to_dict
+from swarm_contract.spec import API_GROUP, API_VERSION, KIND, SwarmSpec
 from swarm_contract.topology import ROOT_ID, Tree, TreeNode, plan_tree
+from swarm_operator.resources import cpu_threads, gpu_resources, http_probe, node_lost_tolerations
 from swarm_operator.settings import Settings
-
-JOB_LABEL = f"{API_GROUP}/job"
-ROLE_LABEL = f"{API_GROUP}/role"
-NODE_LABEL = f"{API_GROUP}/node"
-GPU_FRACTION_ANNOTATION = f"{API_GROUP}/gpu-fraction"
-GPU_RESOURCE = "nvidia.com/gpu"
 
 MANIFEST_DIR = "/etc/swarm"
 MANIFEST_KEY = "manifest.yaml"
@@ -47,34 +50,6 @@ def job_name(owner: Body) -> str:
 
 def job_namespace(owner: Body) -> str:
     return str(owner["metadata"].get("namespace") or "default")
-
-
-def pod_name(job: str, node_id: str) -> str:
-    return f"{job}-{node_id}"
-
-
-def configmap_name(job: str) -> str:
-    return f"{job}-config"
-
-
-def node_host(job: str, namespace: str, node_id: str) -> str:
-    """Stable DNS name of a node's pod through the headless Service `<job>`."""
-    return f"{pod_name(job, node_id)}.{job}.{namespace}.svc"
-
-
-def labels(job: str, node: TreeNode | None = None) -> dict[str, str]:
-    out = {
-        "app.kubernetes.io/name": "ncrsh-swarm",
-        "app.kubernetes.io/instance": job,
-        "app.kubernetes.io/part-of": "ncrsh-swarm",
-        "app.kubernetes.io/managed-by": "ncrsh-swarm-operator",
-        JOB_LABEL: job,
-    }
-    if node is not None:
-        out["app.kubernetes.io/component"] = node.role
-        out[ROLE_LABEL] = node.role
-        out[NODE_LABEL] = node.id
-    return out
 
 
 def owner_reference(owner: Body) -> dict[str, Any]:
@@ -138,25 +113,16 @@ def build_configmap(spec: SwarmSpec, owner: Body) -> dict[str, Any]:
 
 
 def node_command(spec: SwarmSpec, job: str, namespace: str, node: TreeNode) -> list[str]:
-    """The exact process command of a node's container."""
-    cmd = ["swarm", "node", "--manifest", f"{MANIFEST_DIR}/{MANIFEST_KEY}", "--node-id", node.id]
-    if node.parent is not None:
-        cmd += ["--parent", f"{node_host(job, namespace, node.parent)}:{spec.network.data_port}"]
-    if node.role == "worker" and spec.topology.reshuffle and node.parent != ROOT_ID:
-        # Reshuffled workers report to a different bottom aggregator each round: give them all.
-        tree = plan_tree(spec.workers.replicas, spec.topology.branching_factor)
-        bottom = sorted(n.id for n in tree.aggregators if n.level == 1)
-        port = spec.network.data_port
-        cmd += ["--peers", ",".join(f"{b}={node_host(job, namespace, b)}:{port}" for b in bottom)]
-    cmd += [
-        "--bind-port",
-        str(spec.network.data_port),
-        "--metrics-port",
-        str(spec.network.metrics_port),
-        "--workdir",
-        WORKDIR,
-    ]
-    return cmd
+    """The exact process command of a node's container (the argv `swarm run` builds too)."""
+    return node_argv(
+        spec,
+        node.id,
+        address=lambda node_id: f"{node_host(job, namespace, node_id)}:{spec.network.data_port}",
+        manifest=f"{MANIFEST_DIR}/{MANIFEST_KEY}",
+        bind_port=spec.network.data_port,
+        metrics_port=spec.network.metrics_port,
+        workdir=WORKDIR,
+    )
 
 
 def checkpoint_dir(spec: SwarmSpec) -> str:
@@ -166,40 +132,6 @@ def checkpoint_dir(spec: SwarmSpec) -> str:
 def checkpoint_claim(spec: SwarmSpec) -> str:
     """PVC of the root's checkpoints, once the spec has `checkpoint.claimName`; empty: emptyDir."""
     return str(getattr(spec.checkpoint, "claim_name", "") or "")
-
-
-def gpu_resources(gpus: float) -> tuple[dict[str, str], dict[str, str]]:
-    """(extra requests, extra limits) for `gpus` per worker.
-
-    Extended resources cannot be overcommitted, so requests equal limits. A fraction asks for one
-    whole device: sharing it is the job of the NVIDIA device plugin's time-slicing, which
-    advertises each GPU as several `nvidia.com/gpu`; the pod's `gpu-fraction` annotation and
-    SWARM_GPU_FRACTION tell the worker how much memory to keep to.
-    """
-    if gpus <= 0:
-        return {}, {}
-    count = str(max(1, math.ceil(gpus)))
-    return {GPU_RESOURCE: count}, {GPU_RESOURCE: count}
-
-
-def _http_probe(period: int, failures: int) -> dict[str, Any]:
-    return {
-        "httpGet": {"path": "/healthz", "port": "metrics"},
-        "periodSeconds": period,
-        "timeoutSeconds": 2,
-        "failureThreshold": failures,
-    }
-
-
-def cpu_threads(cpu: str) -> int:
-    """Compute threads for a pod's CPU request ("200m", "1", "2.5" -> 1, 1, 2): torch would
-    otherwise start one thread per host core in every pod, and pods sharing a node slow each other
-    down many times over."""
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)(m?)", cpu.strip())
-    if match is None:
-        return 1
-    cores = float(match.group(1)) / (1000 if match.group(2) else 1)
-    return max(1, math.floor(cores))
 
 
 def _env(spec: SwarmSpec, job: str, node: TreeNode) -> list[dict[str, Any]]:
@@ -244,15 +176,6 @@ def _volumes(spec: SwarmSpec, job: str, node: TreeNode) -> tuple[list[dict[str, 
     return volumes, mounts
 
 
-def node_lost_tolerations(seconds: int) -> list[dict[str, Any]]:
-    """Leave a node that stopped answering after `seconds`, not the default five minutes: a round
-    waits for the quorum, so a lost node's pods are better replaced on another node soon."""
-    return [
-        {"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": seconds}
-        for key in ("node.kubernetes.io/unreachable", "node.kubernetes.io/not-ready")
-    ]
-
-
 def build_pod(
     spec: SwarmSpec, owner: Body, node: TreeNode, settings: Settings | None = None
 ) -> dict[str, Any]:
@@ -282,9 +205,9 @@ def build_pod(
         ],
         "resources": {"requests": requests, "limits": limits},
         # Importing torch takes a while: the startup probe allows five minutes before liveness counts.
-        "startupProbe": _http_probe(period=5, failures=60),
-        "readinessProbe": _http_probe(period=5, failures=3),
-        "livenessProbe": _http_probe(period=10, failures=6),
+        "startupProbe": http_probe(period=5, failures=60),
+        "readinessProbe": http_probe(period=5, failures=3),
+        "livenessProbe": http_probe(period=10, failures=6),
         "volumeMounts": mounts,
         "securityContext": {
             "allowPrivilegeEscalation": False,

@@ -13,25 +13,30 @@ defaults are filled in by the apiserver even when the section is left out, which
 stored in etcd the same values the model would use. Descriptions come from the model's docstrings
 and its `#:` field comments.
 
+The status schema takes what the operator copies from the root from the same contract: each entry
+of `status.nodes` is a `swarm_contract.records.NodeRecord` plus the fields only the operator knows
+(pod, phase, restarts, ...), and the progress fields are `RootStatus`'s; there, defaults are left out
+(the operator writes every value it has) and `X | None` becomes `nullable`.
+
 What pydantic cannot say is added here by hand: CEL rules for the cross-field checks of
-`SwarmSpec._cross_field_checks`, the name rule that keeps pod host names legal, the status schema
-and subresource, and the printer columns. tests/unit/test_crd_schema.py checks the committed file
-equals this output and walks both schemas to assert the same fields, defaults, enums and bounds.
+`SwarmSpec._cross_field_checks`, the name rule that keeps pod host names legal, the rest of the
+status schema and the subresource, and the printer columns. tests/unit/test_crd_schema.py checks
+the committed file equals this output and walks both schemas to assert the same fields, defaults,
+enums and bounds.
 """
 
 from __future__ import annotations
 
-import inspect
-import re
 import sys
 from typing import Any
 
 import yaml
 from pydantic import BaseModel
-from pydantic.alias_generators import to_camel
 
-from swarm_contract import spec as spec_module
+from swarm_contract.records import NodeRecord, RootStatus
 from swarm_contract.spec import API_GROUP, API_VERSION, KIND, SwarmSpec
+from swarm_operator.openapi import convert_model
+from swarm_operator.status import PROGRESS_FIELDS
 
 PLURAL = "swarmtrainings"
 SINGULAR = "swarmtraining"
@@ -73,94 +78,10 @@ _SPEC_RULES = [
 ]
 
 
-def _field_comments(model: type[BaseModel]) -> dict[str, str]:
-    """`#:` comment lines directly above each field of a model class, by field name."""
-    out: dict[str, str] = {}
-    pending: list[str] = []
-    for line in inspect.getsource(model).splitlines():
-        stripped = line.strip()
-        if stripped.startswith("#:"):
-            pending.append(stripped[2:].strip())
-            continue
-        match = re.match(r"^([a-z_][a-z0-9_]*)\s*:", stripped)
-        if match and pending:
-            out[match.group(1)] = " ".join(pending)
-        pending = []
-    return out
-
-
-def _descriptions(model_name: str) -> dict[str, str]:
-    model = getattr(spec_module, model_name, None)
-    if not (isinstance(model, type) and issubclass(model, BaseModel)):
-        return {}
-    return {to_camel(name): text for name, text in _field_comments(model).items()}
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
-def _convert(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
-    """One pydantic JSON-schema node as a structural OpenAPI v3.0 node."""
-    if "$ref" in schema:
-        name = schema["$ref"].rsplit("/", 1)[-1]
-        model = _convert_model(defs[name], defs, name)
-        if isinstance(schema.get("default"), dict):
-            model["default"] = {}
-        if "description" in schema:
-            model["description"] = _one_line(schema["description"])
-        return model
-    if "anyOf" in schema:
-        branches = [b for b in schema["anyOf"] if b.get("type") != "null"]
-        if len(branches) != 1 or len(branches) == len(schema["anyOf"]):
-            raise ValueError(f"cannot express {schema} in a structural schema")
-        merged = {k: v for k, v in schema.items() if k != "anyOf"}
-        return _convert({**branches[0], **merged}, defs)
-    kind = schema["type"]
-    out: dict[str, Any] = {"type": kind}
-    if "description" in schema:
-        out["description"] = _one_line(schema["description"])
-    if kind == "object":
-        if schema.get("additionalProperties") is True or not schema.get("properties"):
-            out["x-kubernetes-preserve-unknown-fields"] = True
-        else:
-            return _convert_model(schema, defs, "")
-    if kind == "array":
-        out["items"] = _convert(schema["items"], defs)
-    if "enum" in schema:
-        out["enum"] = list(schema["enum"])
-    for bound, exclusive in (("minimum", "exclusiveMinimum"), ("maximum", "exclusiveMaximum")):
-        if exclusive in schema:
-            out[bound] = schema[exclusive]
-            out[exclusive] = True
-        elif bound in schema:
-            out[bound] = schema[bound]
-    if schema.get("default") is not None and kind != "object":
-        out["default"] = schema["default"]
-    return out
-
-
-def _convert_model(schema: dict[str, Any], defs: dict[str, Any], name: str) -> dict[str, Any]:
-    out: dict[str, Any] = {"type": "object"}
-    if "description" in schema:
-        out["description"] = _one_line(schema["description"])
-    comments = _descriptions(name)
-    props: dict[str, Any] = {}
-    for prop, sub in schema["properties"].items():
-        converted = _convert(sub, defs)
-        if prop in comments and "description" not in converted:
-            converted = {"description": comments[prop], **converted}
-        props[prop] = converted
-    out["properties"] = props
-    if schema.get("required"):
-        out["required"] = list(schema["required"])
-    return out
-
-
 def spec_schema() -> dict[str, Any]:
     """`spec` of a SwarmTraining as a structural schema, CEL rules included."""
     schema = SwarmSpec.model_json_schema(by_alias=True)
-    out = _convert_model(schema, schema.get("$defs", {}), "SwarmSpec")
+    out = convert_model(schema, schema.get("$defs", {}), "SwarmSpec")
     out["description"] = "What to train and how: one spec drives `kubectl apply` and `swarm run`."
     out["default"] = {}
     byzantine = out["properties"]["simulation"]["properties"]["byzantine"]
@@ -187,28 +108,49 @@ def _condition_schema() -> dict[str, Any]:
     }
 
 
+def _status_properties(model: type[BaseModel]) -> dict[str, Any]:
+    """A contract model's fields as status schema nodes, by wire name: without defaults (the
+    apiserver would invent values the operator did not write), `nullable` where None is a value."""
+    schema = model.model_json_schema(by_alias=True)
+    converted = convert_model(schema, schema.get("$defs", {}), model.__name__)["properties"]
+    out: dict[str, Any] = {}
+    for name, node in converted.items():
+        node = {k: v for k, v in node.items() if k != "default"}
+        if any(branch.get("type") == "null" for branch in schema["properties"][name].get("anyOf", [])):
+            node["nullable"] = True
+        out[name] = node
+    return out
+
+
 def _node_schema() -> dict[str, Any]:
-    number = {"type": "number"}
+    """An entry of `status.nodes`: the root's record of the node (swarm_contract.records.NodeRecord),
+    when it has one, and what the operator sees of its pod."""
+    record = _status_properties(NodeRecord)
     return {
         "type": "object",
         "required": ["id"],
         "properties": {
-            "id": {"type": "string", "description": "Node id in the tree: root, agg-<i>, worker-<rank>."},
+            "id": record.pop("id"),
             "pod": {"type": "string"},
-            "role": {"type": "string", "enum": ["root", "aggregator", "worker"]},
-            "parent": {"type": "string"},
+            "role": record.pop("role"),
+            "parent": {
+                **record.pop("parent"),
+                "description": "The node's parent in the tree; empty for the root.",
+            },
             "phase": {"type": "string", "description": "Pod phase, or Missing while it is replaced."},
             "ready": {"type": "boolean"},
             "restarts": {"type": "integer", "description": "Replacements of this node's pod."},
             "lastFailureReason": {"type": "string"},
-            "reputation": number,
-            "uptime": number,
-            "agreement": number,
-            "contribution": number,
-            "quarantined": {"type": "boolean"},
-            "lastRound": {"type": "integer"},
+            **record,
         },
     }
+
+
+def _progress_schema() -> dict[str, Any]:
+    """The progress fields the operator copies from the root's status (swarm_operator.status.progress)."""
+    fields = _status_properties(RootStatus)
+    keys = [RootStatus.model_fields[name].alias or name for name in PROGRESS_FIELDS]
+    return {key: fields[key] for key in keys}
 
 
 def status_schema() -> dict[str, Any]:
@@ -224,13 +166,7 @@ def status_schema() -> dict[str, Any]:
             "observedGeneration": {"type": "integer", "format": "int64"},
             "startTime": {"type": "string", "format": "date-time"},
             "completionTime": {"type": "string", "format": "date-time"},
-            "round": {"type": "integer"},
-            "rounds": {"type": "integer"},
-            "loss": {"type": "number", "nullable": True},
-            "accuracy": {"type": "number", "nullable": True},
-            "bytesSent": {"type": "integer", "format": "int64"},
-            "denseEquivalentBytes": {"type": "integer", "format": "int64"},
-            "samplesPerSecond": {"type": "number"},
+            **_progress_schema(),
             "workers": {"type": "integer", "description": "Worker pods wanted."},
             "readyWorkers": {"type": "integer"},
             "ready": {"type": "string", "description": "Ready worker pods out of wanted, as `3/8`."},

@@ -27,11 +27,12 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
-from swarm_contract.spec import API_GROUP, API_VERSION, SpecError, SwarmSpec, parse_spec
+from swarm_contract.labels import JOB_LABEL
+from swarm_contract.manifest import parse_spec
+from swarm_contract.spec import API_GROUP, API_VERSION, SpecError, SwarmSpec
 from swarm_contract.topology import ROOT_ID
 from swarm_operator import metrics
 from swarm_operator.builders import (
-    JOB_LABEL,
     build_configmap,
     build_pod,
     build_pods,

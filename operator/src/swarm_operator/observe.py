@@ -2,7 +2,8 @@
 
 `observe_pod(pod)` reduces a Pod (a dict as the API returns it) to a `PodObservation` with the
 failure cause spelled in the operator's vocabulary (`CAUSES`); `parse_root_status(raw)` validates
-the root's JSON status defensively (a peer input: wrong fields are dropped, not trusted); and
+the root's JSON status defensively as the contract's `RootStatus` (a peer input: a node record out of
+bounds is dropped on its own, a status that is not the contract's is not trusted at all); and
 `fetch_root_status(url, timeout)` is the one network call, with a short timeout. Pure apart from
 the fetch.
 """
@@ -15,11 +16,12 @@ import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
-from swarm_operator.builders import NODE_LABEL, ROLE_LABEL
+from swarm_contract.labels import NODE_LABEL, ROLE_LABEL
+from swarm_contract.records import RootStatus, valid_records
 
 #: Why a pod ended (or cannot start). The first group ends a pod and is replaced within the restart
 #: budget; `Unschedulable` and the image/config errors leave the pod Pending and are only reported,
@@ -157,40 +159,17 @@ def observe_pod(pod: Mapping[str, Any]) -> PodObservation:
     )
 
 
-class RootNodeStatus(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    id: str
-    role: Literal["worker", "aggregator", "root"] = "worker"
-    parent: str = ""
-    reputation: float = 1.0
-    uptime: float = 1.0
-    agreement: float = 1.0
-    contribution: float = 0.0
-    quarantined: bool = False
-    last_round: int = Field(default=0, alias="lastRound")
-
-
-class RootStatus(BaseModel):
-    """The root's GET /status, as far as the operator uses it."""
-
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
-    job: str = ""
-    phase: Literal["Pending", "Running", "Succeeded", "Failed"] = "Pending"
-    round: int = 0
-    rounds: int = 0
-    loss: float | None = None
-    accuracy: float | None = None
-    bytes_sent: int = Field(default=0, alias="bytesSent")
-    dense_equivalent_bytes: int = Field(default=0, alias="denseEquivalentBytes")
-    samples_per_second: float = Field(default=0.0, alias="samplesPerSecond")
-    nodes: list[RootNodeStatus] = Field(default_factory=list)
-
-
 def parse_root_status(raw: bytes | str) -> RootStatus | None:
-    """The root's status, or None when it is not the JSON we expect."""
+    """The root's status, or None when it is not the JSON we expect; invalid node records are left out."""
     try:
-        return RootStatus.model_validate(json.loads(raw))
-    except (ValueError, ValidationError):
+        doc = json.loads(raw)
+    except (ValueError, RecursionError):  # RecursionError: nested too deep
+        return None
+    if isinstance(doc, dict) and isinstance(doc.get("nodes"), list):
+        doc["nodes"], _ = valid_records(doc["nodes"])
+    try:
+        return RootStatus.model_validate(doc)
+    except ValidationError:
         return None
 
 

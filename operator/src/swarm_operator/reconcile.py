@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from swarm_contract.records import RootStatus
 from swarm_contract.spec import SwarmSpec
 from swarm_contract.topology import ROOT_ID, Tree
 from swarm_operator.builders import creation_order
-from swarm_operator.observe import PodObservation, RootStatus
+from swarm_operator.observe import PodObservation
 from swarm_operator.restarts import RestartBook, decide_node, iso, parse_iso
 from swarm_operator.settings import Settings
 from swarm_operator.status import (

@@ -9,9 +9,8 @@ a restarted operator carries on where the last one stopped:
 
 A node's failure is counted once, keyed by the failed pod's uid: the status is patched before the
 pod is deleted, so a crash between the two counts nothing twice. The replacement is created once
-the pod is gone and `notBefore` passed: backoff = min(backoffSeconds * 2^(n-1), maxBackoffSeconds)
-for the node's n-th replacement. The n-th replacement beyond `perNodeLimit` (per node) or
-`perJobLimit` (all nodes) fails the job instead. Pure.
+the pod is gone and `notBefore` passed. Backoff and budgets are the job's restart policy, shared
+with `swarm run`: `swarm_contract.restarts.decide_restart`. Pure.
 """
 
 from __future__ import annotations
@@ -21,19 +20,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from swarm_contract.restarts import decide_restart
 from swarm_contract.spec import RestartPolicy
 from swarm_operator.observe import PodObservation
 
 #: Causes whose pod cannot be gracefully deleted (its kubelet is gone): delete with grace period 0.
 FORCE_DELETE_CAUSES = frozenset({"NodeLost"})
-
-
-def backoff_seconds(policy: RestartPolicy, restart_number: int) -> float:
-    """Delay before the `restart_number`-th replacement of one node (1-based)."""
-    if restart_number < 1:
-        return 0.0
-    delay = policy.backoff_seconds * 2.0 ** min(restart_number - 1, 62)
-    return float(min(delay, policy.max_backoff_seconds))
 
 
 def iso(t: datetime) -> str:
@@ -146,36 +138,28 @@ def _count_failure(
     create_now: bool,
 ) -> NodeDecision:
     described = f"{cause}: {detail}" if detail else cause
-    n = book.by_node.get(node_id, 0) + 1
     book.last_failure[node_id] = described[:256]
-    if n > policy.per_node_limit:
-        return NodeDecision(
-            "fail",
-            cause,
-            reason="NodeRestartLimitExceeded",
-            message=f"{node_id} failed ({described}) after {n - 1} replacements "
-            f"(restartPolicy.perNodeLimit {policy.per_node_limit})",
-        )
-    if book.total + 1 > policy.per_job_limit:
-        return NodeDecision(
-            "fail",
-            cause,
-            reason="JobRestartLimitExceeded",
-            message=f"{node_id} failed ({described}) after {book.total} replacements in the job "
-            f"(restartPolicy.perJobLimit {policy.per_job_limit})",
-        )
-    book.by_node[node_id] = n
+    verdict = decide_restart(
+        policy,
+        node_id,
+        described,
+        node_restarts=book.by_node.get(node_id, 0),
+        job_restarts=book.total,
+        now=now.timestamp(),
+    )
+    if verdict.action == "fail":
+        return NodeDecision("fail", cause, reason=verdict.reason, message=verdict.message)
+    book.by_node[node_id] = verdict.restart_number
     book.total += 1
     book.by_cause[cause] = book.by_cause.get(cause, 0) + 1
-    delay = backoff_seconds(policy, n)
-    message = f"{node_id} failed ({described}); replacement {n}/{policy.per_node_limit} in {delay:g}s"
-    if create_now and delay == 0:
-        return NodeDecision("create", cause, message=message)
+    if create_now and verdict.action == "restart-now":
+        return NodeDecision("create", cause, message=verdict.message)
     book.pending[node_id] = {
         "cause": cause,
-        "notBefore": iso(now + timedelta(seconds=delay)),
+        # The datetime sum, not `verdict.not_before`: no float round trip through the epoch.
+        "notBefore": iso(now + timedelta(seconds=verdict.delay_seconds)),
         "podUid": pod_uid,
     }
     if create_now:
-        return NodeDecision("wait", cause, message=message)
-    return NodeDecision("delete", cause, force=cause in FORCE_DELETE_CAUSES, message=message)
+        return NodeDecision("wait", cause, message=verdict.message)
+    return NodeDecision("delete", cause, force=cause in FORCE_DELETE_CAUSES, message=verdict.message)

@@ -1,8 +1,9 @@
 """Status math: the job's phase, conditions, counts and `nodes[]` from what the operator observed.
 
 Inputs are the tree, the pods by node id (`PodObservation`), the root's `/status` (or None when it
-cannot be read) and the restart bookkeeping; outputs are plain dicts in the CRD's status schema
-(crdgen.status_schema). Conditions have the metav1.Condition shape, and a condition keeps its
+cannot be read, a swarm_contract.records.RootStatus) and the restart bookkeeping; outputs are plain
+dicts in the CRD's status schema (crdgen.status_schema, which takes the fields copied from the root
+from the same contract). Conditions have the metav1.Condition shape, and a condition keeps its
 `lastTransitionTime` while its status does not change. Pure.
 """
 
@@ -12,11 +13,26 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from swarm_contract.records import NodeRecord, RootStatus
 from swarm_contract.topology import ROOT_ID, Tree
-from swarm_operator.observe import PodObservation, RootNodeStatus, RootStatus
+from swarm_operator.observe import PodObservation
 from swarm_operator.restarts import RestartBook, iso
 
 TERMINAL_PHASES = ("Succeeded", "Failed")
+#: What `status` copies of the root's progress (RootStatus field names).
+PROGRESS_FIELDS = (
+    "round",
+    "rounds",
+    "loss",
+    "accuracy",
+    "bytes_sent",
+    "dense_equivalent_bytes",
+    "samples_per_second",
+)
+#: What `status.nodes[]` takes of a node's record; id, role and parent come from the tree, whose
+#: parent is the pod's (a record's parent is whichever aggregator measured it last).
+MEASURED_FIELDS = tuple(name for name in NodeRecord.model_fields if name not in ("id", "role", "parent"))
+_MEASURED_KEYS = tuple(NodeRecord.model_fields[name].alias or name for name in MEASURED_FIELDS)
 
 
 def job_phase(previous: str | None, root_pod: PodObservation | None, root: RootStatus | None) -> str:
@@ -85,15 +101,7 @@ def progress(root: RootStatus | None) -> dict[str, Any]:
     """Training progress from the root; empty when it cannot be read, so the last values stay."""
     if root is None:
         return {}
-    return {
-        "round": root.round,
-        "rounds": root.rounds,
-        "loss": root.loss,
-        "accuracy": root.accuracy,
-        "bytesSent": root.bytes_sent,
-        "denseEquivalentBytes": root.dense_equivalent_bytes,
-        "samplesPerSecond": root.samples_per_second,
-    }
+    return root.model_dump(by_alias=True, include=set(PROGRESS_FIELDS))
 
 
 def _health_rank(entry: Mapping[str, Any]) -> tuple[int, float, str]:
@@ -117,7 +125,7 @@ def node_entries(
     Reputation and its inputs come from the root; when the root cannot be read they are carried
     over from the previous status rather than dropped.
     """
-    from_root: dict[str, RootNodeStatus] = {n.id: n for n in root.nodes} if root is not None else {}
+    from_root: dict[str, NodeRecord] = {n.id: n for n in root.nodes} if root is not None else {}
     before = {str(e.get("id")): e for e in previous}
     entries: list[dict[str, Any]] = []
     for node in tree.nodes.values():
@@ -136,17 +144,10 @@ def node_entries(
             entry["lastFailureReason"] = reason
         seen = from_root.get(node.id)
         if seen is not None:
-            entry.update(
-                reputation=seen.reputation,
-                uptime=seen.uptime,
-                agreement=seen.agreement,
-                contribution=seen.contribution,
-                quarantined=seen.quarantined,
-                lastRound=seen.last_round,
-            )
+            entry.update(seen.model_dump(by_alias=True, include=set(MEASURED_FIELDS)))
         elif node.id in before and node.id != ROOT_ID:
             old = before[node.id]
-            for key in ("reputation", "uptime", "agreement", "contribution", "quarantined", "lastRound"):
+            for key in _MEASURED_KEYS:
                 if key in old:
                     entry[key] = old[key]
         entries.append(entry)

@@ -4,22 +4,32 @@
     swarm node --manifest FILE --node-id ID [...]       one node (what each pod runs)
 
 A user's mistake (bad manifest, bad option) prints one line naming the field and exits with 2.
+Stopped by a signal, both commands exit with 128 + the signal's number (SIGTERM: 143); `swarm run`
+first stops every node process it started.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
-from swarm_contract.spec import Manifest, SpecError, load_manifest
+from swarm_contract.manifest import Manifest, load_manifest
+from swarm_contract.spec import SpecError
 from swarm_worker.simulation.byzantine import plan_for
 from swarm_worker.training.tasks import TaskError, resolve_task
 
 EXIT_USAGE = 2
+#: Signals that ask `swarm node` to stop. In a pod the node is PID 1, where a signal without a
+#: handler is ignored: without these the kubelet's SIGTERM would wait out the grace period.
+NODE_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -97,7 +107,7 @@ def _with_rounds(manifest: Manifest, rounds: int | None) -> Manifest:
 def cmd_run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from swarm_worker.local.launcher import LocalSwarm, SwarmFailedError
+    from swarm_worker.local.launcher import LocalSwarm, SwarmFailedError, SwarmInterruptedError
     from swarm_worker.local.report import print_summary, progress_line, summarize, write_outputs
 
     manifest = _with_rounds(load_manifest(args.manifest), args.rounds)
@@ -127,6 +137,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     except SwarmFailedError as e:
         console.print(f"swarm: failed: {e} (logs in {output / 'logs'})")
         return 1
+    except SwarmInterruptedError as e:
+        console.print(
+            f"swarm: {e.signal_name} received: stopped every node process; the root's checkpoint is "
+            "kept, rerun with the same --output to resume"
+        )
+        return 128 + e.signum
     except KeyboardInterrupt:
         console.print(
             "swarm: interrupted; the root's checkpoint is kept, rerun with the same --output to resume"
@@ -140,7 +156,41 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+class NodeStopSignals:
+    """The first SIGTERM or SIGINT sets `event` (the runtime's `stop_requested`: the role loops
+    return at their next poll turn); a second one exits at once. Handlers stay short: no logging
+    (its locks may be held by the code they interrupt), one raw write to stderr."""
+
+    def __init__(self, node_id: str) -> None:
+        self.node_id = node_id
+        self.event = threading.Event()
+        self.signum: int | None = None
+
+    def install(self) -> None:
+        for sig in NODE_STOP_SIGNALS:
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        if self.signum is not None:
+            os.write(2, f"swarm node {self.node_id}: {name} again: exiting now\n".encode())
+            os._exit(128 + signum)
+        self.signum = signum
+        self.event.set()
+        os.write(2, f"swarm node {self.node_id}: {name} received: stopping\n".encode())
+
+
 def cmd_node(args: argparse.Namespace) -> int:
+    """Run one node; stopped by a signal, it exits 128 + signum whatever its loop returned, so that
+    a stopped root is never taken for one that finished."""
+    stops = NodeStopSignals(args.node_id)
+    # Before the slow imports: a stop asked for while starting is kept, not lost.
+    stops.install()
+    code = _run_node(args, stops.event)
+    return code if stops.signum is None else 128 + stops.signum
+
+
+def _run_node(args: argparse.Namespace, stop_requested: threading.Event) -> int:
     import torch
 
     from swarm_worker.node.runtime import NodeRuntime, NodeSettings
@@ -162,7 +212,7 @@ def cmd_node(args: argparse.Namespace) -> int:
         peers=args.peers,
     )
     settings.workdir.mkdir(parents=True, exist_ok=True)
-    rt = NodeRuntime(settings)
+    rt = NodeRuntime(settings, stop_requested=stop_requested)
     role = rt.node.role
     if (role == "root") != (settings.parent is None):
         raise SpecError(

@@ -1,9 +1,16 @@
 """`swarm run`: the whole swarm as local processes on loopback, supervised like the operator would.
 
 Every node of the planned tree is a real `swarm node` process (its own ZeroMQ sockets, its own
-metrics server). The launcher restarts a process that dies before the root finished, with the
-spec's backoff and budgets, exactly as the operator replaces pods; it follows the root's
+metrics server), started with the argv a pod runs (swarm_contract.command.node_argv). The launcher
+restarts a process that dies before the root finished, with the spec's backoff and budgets
+(swarm_contract.restarts, exactly as the operator replaces pods); it follows the root's
 `metrics.jsonl` for progress and ends when the root exits.
+
+The launcher owns its node processes. On SIGTERM, SIGINT or SIGHUP `run` stops them all (SIGTERM,
+then SIGKILL after TERMINATE_GRACE_S) and raises SwarmInterruptedError (`swarm run` exits 128 +
+signum). Nodes run in their own session, so a terminal's Ctrl-C or hangup reaches the launcher only,
+which stops them in order; on Linux a node started from the main thread also gets SIGKILL from the
+kernel if the launcher dies without a chance to stop it (PR_SET_PDEATHSIG).
 
 Files under the output directory: manifest.yaml (the resolved spec every node reads), logs/<node>.log,
 checkpoints/ (the root's), metrics.jsonl, result.json (the root's final status).
@@ -11,23 +18,30 @@ checkpoints/ (the root's), metrics.jsonl, result.json (the root's final status).
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import yaml
 
 import swarm_contract
 import swarm_worker
-from swarm_contract.spec import API_GROUP, API_VERSION, KIND, Manifest, spec_to_dict
+from swarm_contract.command import node_argv
+from swarm_contract.manifest import Manifest, spec_to_dict
+from swarm_contract.restarts import decide_restart
+from swarm_contract.spec import API_GROUP, API_VERSION, KIND
 from swarm_contract.topology import TreeNode, plan_tree
 
 POLL_S = 0.2
@@ -36,6 +50,11 @@ SOURCE_ROOTS = [
     str(Path(m.__file__).resolve().parents[1]) for m in (swarm_worker, swarm_contract) if m.__file__
 ]
 TERMINATE_GRACE_S = 5.0
+#: Signals that stop `swarm run` and every node it started.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+#: Node processes run `python -m swarm_worker.cli`, with the interpreter of the launcher.
+NODE_PROGRAM = (sys.executable, "-m", "swarm_worker.cli")
+PR_SET_PDEATHSIG = 1
 
 
 def free_port(host: str) -> int:
@@ -46,6 +65,34 @@ def free_port(host: str) -> int:
 
 class SwarmFailedError(RuntimeError):
     """The run cannot finish: a node exhausted its restart budget, or the job's budget is spent."""
+
+
+class SwarmInterruptedError(RuntimeError):
+    """A stop signal ended the run; every node process was stopped."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        self.signal_name = signal.Signals(signum).name
+        super().__init__(f"stopped by {self.signal_name}")
+
+
+def _pdeathsig_hook() -> Callable[[], None] | None:
+    """A `preexec_fn` asking Linux to SIGKILL the child when its parent thread ends; None elsewhere.
+
+    Only from the main thread: the kernel ties the signal to the thread that forked, and a worker
+    thread may end long before the launcher does.
+    """
+    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here: the child only calls it
+    parent = os.getpid()
+
+    def die_with_parent() -> None:
+        prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL))
+        if os.getppid() != parent:  # the launcher died before prctl took effect
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return die_with_parent
 
 
 @dataclass
@@ -79,32 +126,31 @@ class LocalSwarm:
             "spec": spec_to_dict(self.spec),
         }
         self.manifest_path.write_text(yaml.safe_dump(doc, sort_keys=False))
-        data_port = {n.id: free_port(host) for n in self.tree.nodes.values() if n.role != "worker"}
+        #: Every node's data port; a worker binds none, but its command line matches a pod's.
+        self.data_ports = {node_id: free_port(host) for node_id in self.tree.nodes}
         self.processes: dict[str, NodeProcess] = {}
         for node in self.tree.nodes.values():
             metrics_port = free_port(host)
-            argv = [
-                sys.executable, "-m", "swarm_worker.cli", "node",
-                "--manifest", str(self.manifest_path),
-                "--node-id", node.id,
-                "--metrics-host", host,
-                "--metrics-port", str(metrics_port),
-                "--bind-host", host,
-                "--workdir", str(output),
-                "--threads", str(threads),
-            ]  # fmt: skip
-            if node.id in data_port:
-                argv += ["--bind-port", str(data_port[node.id])]
-            if node.parent is not None:
-                argv += ["--parent", f"{host}:{data_port[node.parent]}"]
-            if node.role == "worker" and self.spec.topology.reshuffle and node.parent != "root":
-                bottom = sorted(n.id for n in self.tree.aggregators if n.level == 1)
-                argv += ["--peers", ",".join(f"{b}={host}:{data_port[b]}" for b in bottom)]
+            argv = node_argv(
+                self.spec,
+                node.id,
+                address=lambda node_id: f"{host}:{self.data_ports[node_id]}",
+                manifest=str(self.manifest_path),
+                bind_port=self.data_ports[node.id],
+                metrics_port=metrics_port,
+                workdir=str(output),
+                program=NODE_PROGRAM,
+                bind_host=host,
+                metrics_host=host,
+                threads=threads,
+            )
             self.processes[node.id] = NodeProcess(
                 node, argv, output / "logs" / f"{node.id}.log", metrics_port
             )
         self.job_restarts = 0
         self.started = time.monotonic()
+        #: The stop signal received while `run` supervised, if any.
+        self.signalled: int | None = None
 
     # -- processes ------------------------------------------------------------------------------
 
@@ -113,7 +159,14 @@ class LocalSwarm:
         pythonpath = os.pathsep.join(filter(None, [*SOURCE_ROOTS, os.environ.get("PYTHONPATH")]))
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": pythonpath}
         with np_.log_path.open("ab") as log:
-            np_.proc = subprocess.Popen(np_.argv, stdout=log, stderr=subprocess.STDOUT, env=env)
+            np_.proc = subprocess.Popen(
+                np_.argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+                preexec_fn=_pdeathsig_hook(),  # only prctl runs between fork and exec
+            )
         np_.restart_at = None
 
     def start(self) -> None:
@@ -130,14 +183,10 @@ class LocalSwarm:
         proc.send_signal(sig)
         return proc.pid
 
-    def _backoff(self, restarts: int) -> float:
-        policy = self.spec.restart_policy
-        return float(min(policy.max_backoff_seconds, policy.backoff_seconds * (2 ** max(0, restarts - 1))))
-
-    def supervise(self) -> int | None:
-        """One supervision pass: restart dead nodes. Returns the root's exit code once it exited 0."""
-        now = time.monotonic()
-        policy = self.spec.restart_policy
+    def supervise(self, now: float | None = None) -> int | None:
+        """One supervision pass at `now` (default: time.monotonic()): restart dead nodes. Returns the
+        root's exit code once it exited 0; SwarmFailedError when a restart budget is spent."""
+        now = time.monotonic() if now is None else now
         for np_ in self.processes.values():
             if np_.proc is None:
                 if np_.restart_at is not None and now >= np_.restart_at:
@@ -152,17 +201,19 @@ class LocalSwarm:
                 return 0
             if code == 0:
                 continue  # a child told to stop: the run is ending
-            if np_.restarts >= policy.per_node_limit:
-                raise SwarmFailedError(
-                    f"{np_.node.id} exited with {code} and used its {policy.per_node_limit} restarts"
-                )
-            if self.job_restarts >= policy.per_job_limit:
-                raise SwarmFailedError(
-                    f"{np_.node.id} exited with {code}; the job used its {policy.per_job_limit} restarts"
-                )
-            np_.restarts += 1
+            verdict = decide_restart(
+                self.spec.restart_policy,
+                np_.node.id,
+                f"exit code {code}",
+                node_restarts=np_.restarts,
+                job_restarts=self.job_restarts,
+                now=now,
+            )
+            if verdict.action == "fail":
+                raise SwarmFailedError(verdict.message)
+            np_.restarts = verdict.restart_number
             self.job_restarts += 1
-            np_.restart_at = now + self._backoff(np_.restarts)
+            np_.restart_at = verdict.not_before
         return None
 
     def stop(self) -> None:
@@ -179,6 +230,24 @@ class LocalSwarm:
                 proc.wait()
 
     # -- the run --------------------------------------------------------------------------------
+
+    @contextmanager
+    def _stop_signals(self) -> Iterator[None]:
+        """While `run` supervises, a stop signal is recorded here and acted on at the next turn."""
+        if threading.current_thread() is not threading.main_thread():
+            yield  # signal handlers can only be set from the main thread
+            return
+
+        def record(signum: int, frame: FrameType | None) -> None:
+            if self.signalled is None:
+                self.signalled = signum
+
+        previous = {sig: signal.signal(sig, record) for sig in STOP_SIGNALS}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     def metrics_lines(self) -> list[dict[str, Any]]:
         path = self.output / "metrics.jsonl"
@@ -197,25 +266,31 @@ class LocalSwarm:
     def run(
         self, on_round: Callable[[dict[str, Any]], None] | None = None, timeout: float | None = None
     ) -> dict[str, Any]:
-        """Start, supervise until the root finished, stop the rest; returns the root's result."""
-        self.start()
+        """Start, supervise until the root finished, stop the rest; returns the root's result.
+
+        Raises SwarmInterruptedError after a stop signal (handled only when called from the main
+        thread), SwarmFailedError when a restart budget is spent or `timeout` passed."""
         printed = 0
-        try:
-            while True:
-                done = self.supervise()
-                if on_round is not None:
-                    lines = self.metrics_lines()
-                    printed = min(printed, len(lines))  # a resumed root rewrote the file
-                    for line in lines[printed:]:
-                        on_round(line)
-                    printed = len(lines)
-                if done is not None:
-                    break
-                if timeout is not None and time.monotonic() - self.started > timeout:
-                    raise SwarmFailedError(f"no result after {timeout:.0f} s")
-                time.sleep(POLL_S)
-        finally:
-            self.stop()
+        with self._stop_signals():
+            try:
+                self.start()
+                while True:
+                    if self.signalled is not None:
+                        raise SwarmInterruptedError(self.signalled)
+                    done = self.supervise()
+                    if on_round is not None:
+                        lines = self.metrics_lines()
+                        printed = min(printed, len(lines))  # a resumed root rewrote the file
+                        for line in lines[printed:]:
+                            on_round(line)
+                        printed = len(lines)
+                    if done is not None:
+                        break
+                    if timeout is not None and time.monotonic() - self.started > timeout:
+                        raise SwarmFailedError(f"no result after {timeout:.0f} s")
+                    time.sleep(POLL_S)
+            finally:
+                self.stop()
         result = json.loads((self.output / "result.json").read_text())
         result["restarts"] = {k: p.restarts for k, p in self.processes.items() if p.restarts}
         return dict(result)

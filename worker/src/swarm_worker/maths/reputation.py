@@ -29,10 +29,16 @@ from dataclasses import dataclass, field
 
 import torch
 
+from swarm_contract.records import NodeRecord
+
 MIN_REPUTATION = 0.1
 MAX_REPUTATION = 1.0
 MAD_CUTOFF = 3.0
 DUPLICATE_COSINE = 0.99
+
+
+#: NodeRecord fields whose NodeReputation attribute has another name.
+_ATTRIBUTES = {"id": "node_id"}
 
 
 @dataclass
@@ -49,18 +55,12 @@ class NodeReputation:
     last_round: int = -1
 
     def record(self) -> dict[str, object]:
-        """The wire/status form (codec.NODE_RECORD_SCHEMA)."""
-        return {
-            "id": self.node_id,
-            "role": self.role,
-            "parent": self.parent,
-            "reputation": round(self.reputation, 4),
-            "uptime": round(self.uptime, 4),
-            "agreement": round(self.agreement, 4),
-            "contribution": round(self.contribution, 4),
-            "quarantined": self.quarantined,
-            "lastRound": self.last_round,
-        }
+        """The wire and status form: a `swarm_contract.records.NodeRecord` as its camelCase mapping,
+        each record field taken from the attribute of the same name (`id` from `node_id`). Scores are
+        rounded to 4 decimals, which also absorbs a cosine a rounding error above 1."""
+        values = {name: getattr(self, _ATTRIBUTES.get(name, name)) for name in NodeRecord.model_fields}
+        rounded = {k: round(v, 4) if isinstance(v, float) else v for k, v in values.items()}
+        return NodeRecord.model_validate(rounded).model_dump(by_alias=True)
 
 
 @dataclass(frozen=True)

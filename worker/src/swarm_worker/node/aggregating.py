@@ -170,9 +170,12 @@ class AggregatorShell:
                 self._send_child(child, self._dense())
                 self.child_round[child] = state.round
             return
+        invalid_before = state.invalid_records
         reason = state.accept(msg, time.monotonic())
         if reason is not None:
             self.rt.metrics.dropped(reason.value)
+        for _ in range(state.invalid_records - invalid_before):
+            self.rt.metrics.dropped("record")
 
     def on_parent(self, msg: Message) -> None:
         state = self._state

@@ -92,6 +92,8 @@ class RoundState:
         rep = spec.robustness.reputation
         self.book = ReputationBook(rep.decay, rep.threshold, rep.quarantine_rounds)
         self.subtree = SubtreeRecords()
+        #: Records from children that were not valid NodeRecords (dropped one by one), in all.
+        self.invalid_records = 0
         self.deadline = deadline_for(node.level, tree.height, spec.training.round_deadline_seconds)
         self.k = k_for(numel, spec.compression.ratio)
         #: Common support (maths.support): the index set every update of this round must use.
@@ -140,7 +142,7 @@ class RoundState:
             return DropReason.UNEXPECTED_TYPE
         if child not in self.children:
             return DropReason.NOT_ASSIGNED
-        self.subtree.merge(msg.meta["nodes"])
+        self.invalid_records += self.subtree.merge(msg.meta["nodes"])
         self.traffic.merge(msg.meta["traffic"])
         if self.theta is None or msg.round != self.round or self.closed:
             return DropReason.LATE if msg.round <= self.round else DropReason.FUTURE_ROUND

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import torch
 
-from swarm_contract.spec import Manifest, SwarmSpec
+from swarm_contract.manifest import Manifest
+from swarm_contract.spec import SwarmSpec
 from swarm_contract.topology import Tree, TreeNode, plan_tree
 from swarm_worker.node.telemetry import NodeMetrics, StatusServer
 from swarm_worker.node.traffic import Traffic

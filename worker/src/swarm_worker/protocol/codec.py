@@ -8,7 +8,9 @@ A message is one ZeroMQ multipart message (after the ROUTER's identity frame, wh
                    job      str    the SwarmTraining's name (a message for another job is refused)
                    round    int    round number, >= 0 (hello: the round of the model the sender holds)
                    node     str    sender's node id
-                   meta     map    per-type scalars, checked against META_SCHEMA
+                   meta     map    per-type scalars, checked against META_SCHEMA; an update's
+                                   `nodes` are swarm_contract.records.NodeRecord mappings, whose
+                                   fields and types (not bounds) are checked here
                    tensors  list   one map per tensor, in frame order:
                               name   str
                               dtype  str    "float32" | "float16" | "bfloat16" (values), or
@@ -41,12 +43,40 @@ import numpy as np
 import torch
 
 from swarm_worker.maths.compression import SparseVector
+from swarm_worker.protocol.header import (
+    MAX_ID_LEN,
+    MAX_NODE_RECORDS,
+    META_SCHEMA,
+    NODE_RECORD_SCHEMA,
+    CodecError,
+    check_int,
+    check_meta,
+    check_str,
+)
+
+__all__ = [
+    "DTYPES",
+    "MAX_HEADER_BYTES",
+    "MAX_ID_LEN",
+    "MAX_NODE_RECORDS",
+    "MAX_NUMEL",
+    "MAX_TENSORS",
+    "MESSAGE_TYPES",
+    "META_SCHEMA",
+    "NODE_RECORD_SCHEMA",
+    "PROTOCOL_VERSION",
+    "CodecError",
+    "Message",
+    "Payload",
+    "decode",
+    "dense_numel",
+    "encode",
+]
 
 PROTOCOL_VERSION: Final = 1
 MAX_HEADER_BYTES: Final = 4 << 20
 MAX_TENSORS: Final = 64
 MAX_NUMEL: Final = (1 << 31) - 1  # int32 indices
-MAX_ID_LEN: Final = 253  # a DNS name
 MESSAGE_TYPES: Final = ("hello", "model", "update", "stop")
 DTYPES: Final[dict[str, torch.dtype]] = {
     "float32": torch.float32,
@@ -56,46 +86,7 @@ DTYPES: Final[dict[str, torch.dtype]] = {
 }
 _DTYPE_NAMES: Final = {v: k for k, v in DTYPES.items()}
 
-# Per-type metadata: key -> allowed Python types. Missing keys are errors; extra keys are refused
-# so that a peer cannot smuggle unbounded data through the header.
-META_SCHEMA: Final[dict[str, dict[str, tuple[type, ...]]]] = {
-    "hello": {"role": (str,), "answered": (bool,)},
-    "model": {"base_round": (int,), "final": (bool,)},
-    "update": {
-        "samples": (int,),
-        "workers": (int,),
-        "loss": (float, int),
-        "nodes": (list,),
-        "traffic": (list,),
-    },
-    "stop": {"reason": (str,)},
-}
-# Each entry of an update's `nodes`: a measured record of one node of the sender's subtree.
-NODE_RECORD_SCHEMA: Final[dict[str, tuple[type, ...]]] = {
-    "id": (str,),
-    "role": (str,),
-    "parent": (str,),
-    "reputation": (float, int),
-    "uptime": (float, int),
-    "agreement": (float, int),
-    "contribution": (float, int),
-    "quarantined": (bool,),
-    "lastRound": (int,),
-}
-MAX_NODE_RECORDS: Final = 4096
-# Each entry of an update's `traffic`: [node id, incarnation, bytes received, dense-equivalent bytes
-# received], cumulative since that process started (its incarnation), so lost reports lose nothing.
-TRAFFIC_RECORD_LEN: Final = 4
-
 Payload = torch.Tensor | SparseVector
-
-
-class CodecError(ValueError):
-    """A message failed validation; `reason` is a short, countable label."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -163,57 +154,6 @@ def encode(msg: Message) -> list[bytes | memoryview]:
     return [msgpack.packb(header, use_bin_type=True), *buffers]
 
 
-def _check_str(value: Any, what: str) -> str:
-    if not isinstance(value, str) or not 0 < len(value) <= MAX_ID_LEN:
-        raise CodecError("field", f"{what} must be a non-empty string of at most {MAX_ID_LEN} characters")
-    return value
-
-
-def _check_int(value: Any, what: str, lo: int, hi: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
-        raise CodecError("field", f"{what} must be an integer in [{lo}, {hi}]")
-    return value
-
-
-def _check_fields(obj: Any, schema: dict[str, tuple[type, ...]], what: str) -> dict[str, Any]:
-    if not isinstance(obj, dict):
-        raise CodecError("field", f"{what} must be a map")
-    if set(obj) != set(schema):
-        raise CodecError("field", f"{what} keys {sorted(map(str, obj))} != {sorted(schema)}")
-    for key, types in schema.items():
-        value = obj[key]
-        ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
-        if not ok:
-            raise CodecError("field", f"{what}.{key} has type {type(value).__name__}")
-        if isinstance(value, float) and not math.isfinite(value):
-            raise CodecError("field", f"{what}.{key} is not finite")
-        if isinstance(value, str) and len(value) > MAX_ID_LEN:
-            raise CodecError("field", f"{what}.{key} is too long")
-    return obj
-
-
-def _check_meta(msg_type: str, raw_meta: Any) -> dict[str, Any]:
-    meta = _check_fields(raw_meta, META_SCHEMA[msg_type], "meta")
-    if msg_type == "update":
-        _check_int(meta["samples"], "meta.samples", 0, 1 << 40)
-        _check_int(meta["workers"], "meta.workers", 0, 1 << 20)
-        if len(meta["nodes"]) > MAX_NODE_RECORDS:
-            raise CodecError("field", "meta.nodes has too many records")
-        for i, record in enumerate(meta["nodes"]):
-            _check_fields(record, NODE_RECORD_SCHEMA, f"meta.nodes[{i}]")
-        if len(meta["traffic"]) > MAX_NODE_RECORDS:
-            raise CodecError("field", "meta.traffic has too many records")
-        for i, entry in enumerate(meta["traffic"]):
-            if not isinstance(entry, list) or len(entry) != TRAFFIC_RECORD_LEN:
-                raise CodecError("field", f"meta.traffic[{i}] must be [id, incarnation, bytes, dense bytes]")
-            _check_str(entry[0], f"meta.traffic[{i}] id")
-            for j in (1, 2, 3):
-                _check_int(entry[j], f"meta.traffic[{i}][{j}]", 0, 1 << 62)
-    if msg_type == "model":
-        _check_int(meta["base_round"], "meta.base_round", -1, 1 << 40)
-    return meta
-
-
 def _frombuffer(frame: Any, dtype: torch.dtype, count: int, what: str) -> torch.Tensor:
     buf = frame.buffer if hasattr(frame, "buffer") else memoryview(frame)
     itemsize = torch.empty((), dtype=dtype).element_size()
@@ -241,7 +181,7 @@ def _check_finite(values: torch.Tensor, what: str) -> None:
 def _decode_tensor(spec: Any, frames: Sequence[Any], expected_frame: int) -> tuple[str, Payload, int]:
     if not isinstance(spec, dict):
         raise CodecError("field", "tensor spec must be a map")
-    name = _check_str(spec.get("name"), "tensor name")
+    name = check_str(spec.get("name"), "tensor name")
     dtype_name = spec.get("dtype")
     dtype = DTYPES.get(dtype_name) if isinstance(dtype_name, str) else None
     if dtype is None:
@@ -269,7 +209,7 @@ def _decode_tensor(spec: Any, frames: Sequence[Any], expected_frame: int) -> tup
     if enc == "sparse":
         if set(spec) != {"name", "dtype", "shape", "enc", "frame", "nnz"} or len(shape) != 1:
             raise CodecError("field", f"{name}: a sparse tensor has a 1-d shape and an nnz")
-        nnz = _check_int(spec["nnz"], f"{name}.nnz", 0, numel)
+        nnz = check_int(spec["nnz"], f"{name}.nnz", 0, numel)
         if expected_frame + 1 >= len(frames):
             raise CodecError("frames", f"{name}: missing frame")
         indices = _frombuffer(frames[expected_frame], torch.int32, nnz, f"{name}.indices")
@@ -305,10 +245,10 @@ def decode(frames: Sequence[Any]) -> Message:
     msg_type = header["type"]
     if msg_type not in MESSAGE_TYPES:
         raise CodecError("type", f"unknown message type {msg_type!r}")
-    job = _check_str(header["job"], "job")
-    node = _check_str(header["node"], "node")
-    rnd = _check_int(header["round"], "round", -1, 1 << 40)
-    meta = _check_meta(msg_type, header["meta"])
+    job = check_str(header["job"], "job")
+    node = check_str(header["node"], "node")
+    rnd = check_int(header["round"], "round", -1, 1 << 40)
+    meta = check_meta(msg_type, header["meta"])
     specs = header["tensors"]
     if not isinstance(specs, list) or len(specs) > MAX_TENSORS:
         raise CodecError("field", f"tensors must be a list of at most {MAX_TENSORS}")

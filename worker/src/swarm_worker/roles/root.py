@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from swarm_contract.records import NodeRecord, Phase, RootStatus
 from swarm_worker.maths.compression import dense_to_sparse, wire_dtype
 from swarm_worker.maths.support import next_support
 from swarm_worker.node.aggregating import AggregatorShell, Links
@@ -54,7 +55,7 @@ class RootCommit:
         self.history: list[dict[str, Any]] = []
         self.elapsed_before = 0.0
         self.started = time.monotonic()
-        self.phase = "Running"
+        self.phase: Phase = "Running"
         self.finished_at: float | None = None
         self.last_eval: tuple[float | None, float | None] = (None, None)
         self.round_started = time.monotonic()
@@ -180,22 +181,24 @@ class RootCommit:
         _write_atomic(self.rt.settings.workdir / "metrics.jsonl", text)
 
     def status(self, links: Links) -> dict[str, Any]:
+        """The root's status in its one shape (swarm_contract.records.RootStatus), as JSON values."""
         last = self.history[-1] if self.history else {}
         sent, dense = links.state.traffic.totals()
-        return {
-            "job": self.rt.settings.job,
-            "phase": self.phase,
-            "round": len(self.history),
-            "rounds": self.spec.training.rounds,
-            "loss": last.get("testLoss"),
-            "accuracy": last.get("accuracy"),
-            "bytesSent": sent,
-            "denseEquivalentBytes": dense,
-            "samplesPerSecond": last.get("samplesPerSecond", 0.0),
-            "wallSeconds": round(self.elapsed(), 3),
-            "nodes": links.state.records(),
-            "dropped": dict(self.rt.metrics.dropped_by_reason),
-        }
+        status = RootStatus(
+            job=self.rt.settings.job,
+            phase=self.phase,
+            round=len(self.history),
+            rounds=self.spec.training.rounds,
+            loss=last.get("testLoss"),
+            accuracy=last.get("accuracy"),
+            bytes_sent=sent,
+            dense_equivalent_bytes=dense,
+            samples_per_second=last.get("samplesPerSecond", 0.0),
+            wall_seconds=round(self.elapsed(), 3),
+            nodes=[NodeRecord.model_validate(r) for r in links.state.records()],
+            dropped=dict(self.rt.metrics.dropped_by_reason),
+        )
+        return status.model_dump(by_alias=True, mode="json")
 
     def publish(self, links: Links) -> None:
         self.rt.server.publish(self.status(links))

@@ -21,6 +21,9 @@ tested against the reference implementation byzfl 0.0.11. Summary (n inputs, f B
     mda                n > 2f        f/n         O(n² d + C(n, f) n²)
     monna              n > 2f        f/n         O(n d)
 
+The names are the contract's (`swarm_contract.spec.RULE_NAMES`, `PRE_AGGREGATION_NAMES`): the spec
+offers exactly these, and `aggregate` refuses a name it has no implementation for.
+
 Pre-aggregation steps run in order before the rule: ("nnm", None), ("bucketing", s),
 ("clipping", c), ("arc", None). After bucketing the rule's requirement applies to the number of
 buckets, ⌈n/s⌉, with the same f.
@@ -34,23 +37,12 @@ from dataclasses import dataclass
 
 import torch
 
+from swarm_contract.spec import PRE_AGGREGATION_NAMES, RULE_NAMES
 from swarm_worker.maths.robust import preaggregation, rules
 from swarm_worker.maths.robust._kernels import coordinate_median, distances_to
 
-RULES: tuple[str, ...] = (
-    "mean",
-    "weighted-mean",
-    "median",
-    "trimmed-mean",
-    "krum",
-    "multi-krum",
-    "bulyan",
-    "geometric-median",
-    "centered-clipping",
-    "mda",
-    "monna",
-)
-PRE_AGGREGATIONS: tuple[str, ...] = ("nnm", "bucketing", "clipping", "arc")
+RULES: tuple[str, ...] = RULE_NAMES
+PRE_AGGREGATIONS: tuple[str, ...] = PRE_AGGREGATION_NAMES
 
 #: Default bucket size s for ("bucketing", None).
 DEFAULT_BUCKET_SIZE = 2
@@ -155,10 +147,12 @@ def _pre_aggregate(
         if isinstance(s, bool) or not float(s).is_integer() or s < 1:
             raise ValueError(f"bucketing needs an integer bucket size s >= 1, got {param!r}")
         return preaggregation.bucketing(updates, weights, int(s), generator)
-    c = DEFAULT_CLIPPING_THRESHOLD if param is None else float(param)
-    if not math.isfinite(c) or c <= 0:
-        raise ValueError(f"clipping needs a finite threshold c > 0, got {param!r}")
-    return preaggregation.clipping(updates, weights, c)
+    if name == "clipping":
+        c = DEFAULT_CLIPPING_THRESHOLD if param is None else float(param)
+        if not math.isfinite(c) or c <= 0:
+            raise ValueError(f"clipping needs a finite threshold c > 0, got {param!r}")
+        return preaggregation.clipping(updates, weights, c)
+    raise NotImplementedError(f"pre-aggregation {name!r} is in the spec but has no implementation")
 
 
 def aggregate(
@@ -215,8 +209,10 @@ def aggregate(
             vector, selected = rules.centered_clipping(vectors, previous, rule_weights)
         case "mda":
             vector, selected = rules.mda(vectors, f)
-        case _:
+        case "monna":
             vector, selected = rules.monna(vectors, f)
+        case _:
+            raise NotImplementedError(f"rule {rule!r} is in the spec but has no implementation")
     return AggregationResult(vector=vector, selected=selected[owner].clamp(0, 1))
 
 

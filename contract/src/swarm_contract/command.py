@@ -1,0 +1,64 @@
+"""The command line of one node process: the same function builds a pod's command and the argv
+`swarm run` starts, so the two cannot drift apart.
+
+    node_argv(spec, "worker-5", address=dns, manifest="/etc/swarm/manifest.yaml",
+              bind_port=5555, metrics_port=9090, workdir="/var/lib/swarm")
+    == ["swarm", "node", "--manifest", "/etc/swarm/manifest.yaml", "--node-id", "worker-5",
+        "--parent", dns("agg-1"), "--bind-port", "5555", "--metrics-port", "9090",
+        "--workdir", "/var/lib/swarm"]
+
+`address(node_id) -> "host:port"` is how the deployment reaches a node's data port: in Kubernetes
+the pod's stable DNS name through the headless Service, locally a loopback port. Workers of a
+reshuffled tree (`topology.reshuffle`, not reporting to the root directly) get `--peers` with every
+bottom aggregator, since their parent changes every round. The flags are those of `swarm node`
+(swarm_worker.cli); the ones a pod leaves to their defaults (`--bind-host`, `--metrics-host`,
+`--threads`) come last and only when given. Pure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from swarm_contract.spec import SwarmSpec
+from swarm_contract.topology import ROOT_ID, TreeNode, bottom_aggregators, plan_tree
+
+#: The installed entry point, as a container runs it.
+PROGRAM: tuple[str, ...] = ("swarm",)
+
+
+def needs_peers(spec: SwarmSpec, node: TreeNode) -> bool:
+    """Whether `node` reports to a different bottom aggregator each round (and needs them all)."""
+    return node.role == "worker" and spec.topology.reshuffle and node.parent != ROOT_ID
+
+
+def node_argv(
+    spec: SwarmSpec,
+    node_id: str,
+    *,
+    address: Callable[[str], str],
+    manifest: str,
+    bind_port: int,
+    metrics_port: int,
+    workdir: str,
+    program: Sequence[str] = PROGRAM,
+    bind_host: str | None = None,
+    metrics_host: str | None = None,
+    threads: int | None = None,
+) -> list[str]:
+    """The argv of node `node_id` of the job `spec` describes (a worker binds no port, but gets
+    `--bind-port` like every node: one shape for every node and both deployments)."""
+    tree = plan_tree(spec.workers.replicas, spec.topology.branching_factor)
+    node = tree.node(node_id)
+    argv = [*program, "node", "--manifest", manifest, "--node-id", node.id]
+    if node.parent is not None:
+        argv += ["--parent", address(node.parent)]
+    if needs_peers(spec, node):
+        argv += ["--peers", ",".join(f"{b.id}={address(b.id)}" for b in bottom_aggregators(tree))]
+    argv += ["--bind-port", str(bind_port), "--metrics-port", str(metrics_port), "--workdir", workdir]
+    if bind_host is not None:
+        argv += ["--bind-host", bind_host]
+    if metrics_host is not None:
+        argv += ["--metrics-host", metrics_host]
+    if threads is not None:
+        argv += ["--threads", str(threads)]
+    return argv
