@@ -56,12 +56,3 @@ def test_to_wire_is_sparse_when_mostly_zero_and_dense_otherwise() -> None:
     torch.testing.assert_close(sparse.to_dense(), v)
     dense = torch.randn(100)
     assert to_wire(dense, torch.float16) is dense
-
-
-def test_the_spec_offers_exactly_the_rules_and_pre_aggregations_the_data_plane_has() -> None:
-    from typing import get_args
-
-    from swarm_contract.spec import PreAggregation, Robustness
-
-    assert set(get_args(Robustness.model_fields["rule"].annotation)) == set(robust.RULES)
-    assert set(get_args(PreAggregation.model_fields["name"].annotation)) == set(robust.PRE_AGGREGATIONS)

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from swarm_contract.spec import SwarmSpec
-from swarm_contract.topology import Tree, TreeNode, round_assignment
+from swarm_contract.topology import Tree, TreeNode, bottom_aggregators, round_assignment
 from swarm_worker.maths import robust
 from swarm_worker.maths.compression import SparseVector, k_for
 from swarm_worker.maths.reputation import (
@@ -82,7 +82,9 @@ class RoundState:
         self.spec, self.tree, self.node, self.numel, self.traffic = spec, tree, node, numel, traffic
         self.is_root = node.role == "root"
         # Bottom aggregators draw their children afresh every round (topology.round_assignment).
-        self.reshuffle = spec.topology.reshuffle and node.role == "aggregator" and node.level == 1
+        self.reshuffle = (
+            spec.topology.reshuffle and node.role == "aggregator" and node in bottom_aggregators(tree)
+        )
         self.worker_count: dict[str, int] = (
             {w.id: 1 for w in tree.workers}
             if self.reshuffle
