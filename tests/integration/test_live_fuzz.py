@@ -1,12 +1,13 @@
 """10,000 malformed or truncated messages against a live aggregator process: it must not crash,
-must count every one by reason, and must still accept a valid update afterwards."""
+must count every one by reason, and must still use valid updates afterwards (the round they belong
+to commits with them and the new model comes back)."""
 
 from __future__ import annotations
 
+import json
 import random
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,23 +17,25 @@ import pytest
 import torch
 import yaml
 import zmq
-from prometheus_client.parser import text_string_to_metric_families
 
 from swarm_worker.local.launcher import free_port
 from swarm_worker.maths.compression import SparseVector
 from swarm_worker.protocol.codec import CodecError, Message, decode, encode
+from tests.integration.swarm_helpers import metric_samples
+from tests.polling import poll
 
 pytestmark = pytest.mark.integration
 COUNT = 10_000
 NUMEL = 9_610  # digits MLP 64-128-10
+UPDATE_INDICES = [1, 5, 9]
 
 
-def valid_update(round_index: int = 0) -> list[bytes]:
+def valid_update(round_index: int = 0, node: str = "worker-0") -> list[bytes]:
     sparse = SparseVector(
-        torch.tensor([1, 5, 9], dtype=torch.int32), torch.ones(3, dtype=torch.float16), NUMEL
+        torch.tensor(UPDATE_INDICES, dtype=torch.int32), torch.ones(3, dtype=torch.float16), NUMEL
     )
     meta = {"samples": 32, "workers": 1, "loss": 0.5, "nodes": [], "traffic": []}
-    frames = encode(Message("update", "fuzz", round_index, "worker-0", meta, {"delta": sparse}))
+    frames = encode(Message("update", "fuzz", round_index, node, meta, {"delta": sparse}))
     return [bytes(f) for f in frames]
 
 
@@ -75,14 +78,18 @@ def mutants(seed: int) -> Iterator[list[bytes]]:
 
 
 def dropped(metrics_port: int) -> dict[str, float]:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
-    out: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        if family.name == "swarm_messages_dropped":
-            for sample in family.samples:
-                if sample.name.endswith("_total"):
-                    out[sample.labels["reason"]] = sample.value
-    return out
+    return {
+        s.labels["reason"]: s.value
+        for s in metric_samples(metrics_port, "swarm_messages_dropped")
+        if s.name.endswith("_total")
+    }
+
+
+def get(metrics_port: int, path: str) -> bytes:
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}{path}", timeout=5) as r:
+        assert r.status == 200, f"GET {path}: {r.status}"
+        body: bytes = r.read()
+        return body
 
 
 def test_live_aggregator_survives_and_counts_10000_malformed_messages(tmp_path: Path) -> None:
@@ -108,37 +115,60 @@ def test_live_aggregator_survives_and_counts_10000_malformed_messages(tmp_path: 
     sock.setsockopt(zmq.IDENTITY, b"worker-0")
     sock.setsockopt(zmq.LINGER, 0)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                before = dropped(metrics_port)
-                break
-            except OSError:
-                assert root.poll() is None, (tmp_path / "root.log").read_text()
-                assert time.monotonic() < deadline, "the root never served /metrics"
-                time.sleep(0.2)
+
+        def serving() -> bool:
+            assert root.poll() is None, (tmp_path / "root.log").read_text()
+            return get(metrics_port, "/healthz") == b"ok"
+
+        poll("the root to serve /healthz", serving, timeout=120, interval=0.2, retry=(OSError,))
+        before = dropped(metrics_port)
         sock.connect(f"tcp://127.0.0.1:{data_port}")
         gen = mutants(seed=1234)
         for _ in range(COUNT):
             sock.send_multipart(next(gen))
         sock.send_multipart(valid_update(round_index=7))  # a valid update for a round not open: counted
-        deadline = time.monotonic() + 60
-        while True:
-            after = dropped(metrics_port)
-            total = sum(after.values()) - sum(before.values())
-            if total >= COUNT + 1 or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
+        after: dict[str, float] = {}
+
+        def all_counted() -> bool:
+            after.update(dropped(metrics_port))  # counters only grow
+            return sum(after.values()) - sum(before.values()) >= COUNT + 1
+
+        poll(lambda: f"{COUNT + 1} drops counted, have {after}", all_counted, timeout=60, interval=0.2)
+        total = sum(after.values()) - sum(before.values())
         assert root.poll() is None, "the aggregator died"
         assert total == COUNT + 1, f"counted {total} of {COUNT + 1}: {after}"
         assert after.get("future-round") == 1
         assert len(after) >= 5, f"expected many distinct reasons, got {after}"
-        # Still healthy: a valid update for the open round is accepted (nothing more is dropped).
-        sock.send_multipart(valid_update(round_index=0))
-        time.sleep(0.5)
-        assert sum(dropped(metrics_port).values()) == sum(after.values())
-        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/healthz", timeout=5) as r:
-            assert r.read() == b"ok"
+
+        # Still healthy: valid updates for the open round are used. Both workers report, so round 0
+        # commits at once (the deadline is far away) with exactly their two updates.
+        other = ctx.socket(zmq.DEALER)
+        other.setsockopt(zmq.IDENTITY, b"worker-1")
+        other.setsockopt(zmq.LINGER, 0)
+        try:
+            other.connect(f"tcp://127.0.0.1:{data_port}")
+            sock.send_multipart(valid_update(round_index=0, node="worker-0"))
+            other.send_multipart(valid_update(round_index=0, node="worker-1"))
+            # The model of round 1 comes back to the sender: the mean of the two updates (ones at
+            # UPDATE_INDICES), applied by outer SGD with lr 1 as θ - Δ, sent as a sparse delta on round 0.
+            assert sock.poll(60_000), "no model for round 1 came back to worker-0"
+            model = decode(sock.recv_multipart())
+        finally:
+            other.close(0)
+        assert (model.type, model.round, model.meta["base_round"]) == ("model", 1, 0)
+        change = model.tensors["theta"]
+        assert isinstance(change, SparseVector)
+        assert change.indices.tolist() == UPDATE_INDICES
+        assert change.values.tolist() == [-1.0, -1.0, -1.0]
+        status = json.loads(get(metrics_port, "/status"))
+        assert status["round"] == 1
+        line = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
+        assert (line["round"], line["workers"], line["samples"], line["trainLoss"]) == (1, 2, 64, 0.5)
+        last_round = {r["id"]: r["lastRound"] for r in status["nodes"]}
+        assert last_round == {"worker-0": 0, "worker-1": 0}, status["nodes"]
+        assert dropped(metrics_port) == after, "a valid update was dropped"
+        assert root.poll() is None, "the aggregator died"
+        assert get(metrics_port, "/healthz") == b"ok"
     finally:
         sock.close(0)
         ctx.term()

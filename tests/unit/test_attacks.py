@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from statistics import NormalDist
+from statistics import NormalDist, mean, stdev
 
 import pytest
 import torch
@@ -57,6 +57,29 @@ def test_alie_matches_byzfl_with_opposite_sign(z: float | None) -> None:
     expected_z = alie_z(10, 3) if z is None else z
     expected = byz.ALittleIsEnough(tau=-expected_z)(estimates.clone())
     torch.testing.assert_close(craft("alie", estimates[0], estimates, z), expected, rtol=RTOL, atol=ATOL)
+
+
+def per_coordinate_mean_minus_z_std(estimates: torch.Tensor, z: float) -> torch.Tensor:
+    """μ_j - z σ_j for every coordinate j, with the sample (n - 1) standard deviation, in float64."""
+    columns = estimates.double().T.tolist()
+    return torch.tensor([mean(c) - z * stdev(c) for c in columns], dtype=torch.float64)
+
+
+@pytest.mark.parametrize(
+    ("scale", "z"),
+    [(None, NormalDist().inv_cdf(0.7)), (1.5, 1.5), (-0.7, -0.7), (3.0, 3.0)],
+    ids=["from-n-f", "1.5", "-0.7", "3"],
+)
+def test_alie_is_the_honest_mean_minus_z_standard_deviations(scale: float | None, z: float) -> None:
+    # With n = 10, f = 3: s = ⌊10/2 + 1⌋ - 3 = 3 and z = Φ⁻¹(7/10) ≈ 0.52. z is far from 0 in every
+    # case, so the z σ term is far above the tolerance on every coordinate: the plain mean, or a
+    # wrong σ (population instead of sample), cannot pass.
+    estimates = honest(seed=4)
+    expected = per_coordinate_mean_minus_z_std(estimates, z)
+    assert float((expected - estimates.double().mean(0)).abs().min()) > 100 * ATOL
+    crafted = craft("alie", estimates[0], estimates, scale)
+    assert crafted.dtype == torch.float32
+    torch.testing.assert_close(crafted.double(), expected, rtol=RTOL, atol=ATOL)
 
 
 @pytest.mark.parametrize(("n", "f"), [(10, 3), (50, 24), (20, 5), (7, 2)])

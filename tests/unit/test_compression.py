@@ -98,9 +98,10 @@ def test_sampled_topk_is_k_ascending_unique_and_captures_the_mass(
     g = torch.Generator().manual_seed(seed)
     vec = DISTRIBUTIONS[dist](numel, g)
     k = k_for(numel, ratio)
+    assert int(torch.count_nonzero(vec)) >= k  # so the top k are k nonzero coordinates
     idx = topk_sampled(vec, k, generator=g)
     assert idx.dtype == torch.int64
-    assert idx.numel() <= k
+    assert idx.numel() == k
     assert is_ascending_unique(idx)
     assert int(idx[0]) >= 0
     assert int(idx[-1]) < numel
@@ -111,8 +112,9 @@ def test_sampled_topk_is_k_ascending_unique_and_captures_the_mass(
 def test_sampled_topk_works_for_every_float_dtype(dtype: torch.dtype) -> None:
     g = torch.Generator().manual_seed(3)
     vec = _gaussian(200_000, g).to(dtype)
+    assert int(torch.count_nonzero(vec)) >= 2000
     idx = topk_sampled(vec, 2000, generator=g)
-    assert idx.numel() <= 2000
+    assert idx.numel() == 2000
     assert is_ascending_unique(idx)
     assert captured_mass(vec.float(), idx, 2000) >= 0.95
 
@@ -133,6 +135,64 @@ def test_sampled_topk_breaks_ties_at_the_cut_towards_lower_indices() -> None:
     vec[:1000] = torch.linspace(2, 3, 1000)
     idx = topk_sampled(vec, 5000, generator=torch.Generator().manual_seed(5))
     assert torch.equal(idx, torch.arange(5000))
+
+
+def _exactly_k_nonzeros(d: int, k: int, g: torch.Generator) -> torch.Tensor:
+    vec = torch.zeros(d)
+    vec[torch.randperm(d, generator=g)[:k]] = torch.randn(k, generator=g).abs() + 0.5
+    return vec
+
+
+def _few_nonzeros(d: int, k: int, g: torch.Generator) -> torch.Tensor:
+    vec = torch.zeros(d)
+    vec[torch.randperm(d, generator=g)[: k // 3]] = torch.randn(k // 3, generator=g)
+    return vec
+
+
+def _tied_at_the_cut(d: int, k: int, g: torch.Generator) -> torch.Tensor:
+    vec = torch.where(torch.rand(d, generator=g) < 0.5, -0.25, 0.25)
+    vec[torch.randperm(d, generator=g)[: k // 2]] = 3.0
+    return vec
+
+
+def _all_zero(d: int, k: int, g: torch.Generator) -> torch.Tensor:
+    return torch.zeros(d)
+
+
+# Zeros and ties, where a selector that counted `> threshold` instead of `>=` (or dropped zeros)
+# would return fewer than k indices. On large vectors the sampled selector breaks ties like the stable
+# reference (towards lower indices); on small ones it is torch.topk, whose tie order is unspecified.
+ZEROS_AND_TIES = {
+    "exactly-k-nonzeros": _exactly_k_nonzeros,
+    "fewer-nonzeros-than-k": _few_nonzeros,
+    "ties-at-the-cut": _tied_at_the_cut,
+    "all-zero": _all_zero,
+}
+
+
+@pytest.mark.parametrize("case", ZEROS_AND_TIES, ids=list(ZEROS_AND_TIES))
+@pytest.mark.parametrize(
+    ("numel", "k", "stable_ties"),
+    [(300_000, 3000, True), (1000, 10, False)],
+    ids=["sampled-path", "exact-path"],
+)
+def test_selectors_return_exactly_k_indices_through_zeros_and_ties(
+    case: str, numel: int, k: int, stable_ties: bool
+) -> None:
+    g = torch.Generator().manual_seed(12)
+    vec = ZEROS_AND_TIES[case](numel, k, g)
+    nonzero = set(torch.nonzero(vec).flatten().tolist())
+    reference = reference_topk(vec, k)
+    sampled = topk_sampled(vec, k, generator=g)
+    if stable_ties:
+        assert torch.equal(sampled, reference)
+    for idx in (topk_exact(vec, k), sampled):
+        assert idx.numel() == k
+        assert is_ascending_unique(idx)
+        chosen = set(idx.tolist())
+        # Every nonzero that fits is chosen before any zero; ties may go either way in topk_exact.
+        assert chosen >= nonzero if len(nonzero) <= k else chosen <= nonzero
+        torch.testing.assert_close(vec[idx].abs().sort().values, vec[reference].abs().sort().values)
 
 
 def test_sampled_topk_falls_back_to_exact_for_small_vectors_and_large_k() -> None:
