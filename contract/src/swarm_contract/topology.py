@@ -130,6 +130,28 @@ def bottom_aggregators(tree: Tree) -> list[TreeNode]:
     return sorted((n for n in tree.nodes.values() if n.role != "worker" and n.level == 1), key=lambda n: n.id)
 
 
+def below(tree: Tree, node_id: str) -> frozenset[str]:
+    """Ids of every node strictly below `node_id` in the planned tree."""
+    out: set[str] = set()
+    todo = list(tree.node(node_id).children)
+    while todo:
+        child = todo.pop()
+        out.add(child)
+        todo.extend(tree.node(child).children)
+    return frozenset(out)
+
+
+def reportable(tree: Tree, child_id: str, *, reshuffle: bool) -> frozenset[str]:
+    """Nodes whose records a parent takes from its child `child_id`: those below the child, never
+    the child itself (its parent measures it). With `reshuffle` any worker may report to any bottom
+    aggregator, so a child with a bottom aggregator in its subtree may report on every worker."""
+    nodes = below(tree, child_id)
+    bottom = {n.id for n in bottom_aggregators(tree)}
+    if reshuffle and (child_id in bottom or nodes & bottom):
+        nodes |= {n.id for n in tree.workers}
+    return frozenset(nodes) - {child_id}
+
+
 def round_assignment(tree: Tree, round_index: int, seed: int) -> dict[str, tuple[str, ...]]:
     """Which workers report to which bottom-level aggregator in `round_index`, reshuffled every round.
 

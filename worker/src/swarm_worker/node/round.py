@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from swarm_contract.spec import SwarmSpec
-from swarm_contract.topology import Tree, TreeNode, bottom_aggregators, round_assignment
+from swarm_contract.topology import Tree, TreeNode, bottom_aggregators, reportable, round_assignment
 from swarm_worker.maths import robust
 from swarm_worker.maths.compression import SparseVector, k_for
 from swarm_worker.maths.reputation import (
@@ -91,6 +91,9 @@ class RoundState:
             else {c: len(tree.node(c).ranks) for c in node.children}
         )
         self.children: tuple[str, ...] = tuple(node.children)
+        self.reportable = {
+            c: reportable(tree, c, reshuffle=spec.topology.reshuffle) for c in self.worker_count
+        }
         rep = spec.robustness.reputation
         self.book = ReputationBook(rep.decay, rep.threshold, rep.quarantine_rounds)
         self.subtree = SubtreeRecords()
@@ -144,8 +147,6 @@ class RoundState:
             return DropReason.UNEXPECTED_TYPE
         if child not in self.children:
             return DropReason.NOT_ASSIGNED
-        self.invalid_records += self.subtree.merge(msg.meta["nodes"])
-        self.traffic.merge(msg.meta["traffic"])
         if self.theta is None or msg.round != self.round or self.closed:
             return DropReason.LATE if msg.round <= self.round else DropReason.FUTURE_ROUND
         if child in self.pending:
@@ -155,6 +156,12 @@ class RoundState:
         update = check_update(msg, self.numel, self.support, self.worker_count[child])
         if isinstance(update, DropReason):
             return update
+        # Records and counters only from an update the round takes, and only about the child's subtree.
+        allowed = self.reportable[child]
+        self.invalid_records += self.subtree.merge(
+            msg.meta["nodes"], allowed=allowed, current_round=self.round
+        )
+        self.invalid_records += self.traffic.merge(msg.meta["traffic"], allowed | {child})
         if not self.pending:
             self.first_update_at = now
         self.pending[child] = update

@@ -1,6 +1,11 @@
 """Reputation records of the nodes below an aggregator's children, as those children forwarded
 them: kept per node id, the latest view (highest `lastRound`) wins, because with reshuffling
-several aggregators score the same worker."""
+several aggregators score the same worker.
+
+A child is believed only about its own subtree (`swarm_contract.topology.reportable`: never about
+itself, a sibling's subtree or the root) and only up to the current round; any other record, or one
+that is not a valid `NodeRecord`, is dropped on its own. So the store holds at most one record per
+node of the planned tree, whatever the children send."""
 
 from __future__ import annotations
 
@@ -14,11 +19,14 @@ class SubtreeRecords:
     def __init__(self) -> None:
         self.by_id: dict[str, dict[str, Any]] = {}
 
-    def merge(self, entries: Iterable[Any]) -> int:
-        """Take the valid records of `entries` (swarm_contract.records.NodeRecord); returns how many
-        were invalid (out of bounds, wrong types): those are dropped one by one, never stored."""
+    def merge(self, entries: Iterable[Any], *, allowed: frozenset[str], current_round: int) -> int:
+        """Take the records of `entries` that are valid NodeRecords about a node in `allowed`, with
+        `lastRound` <= `current_round`; returns how many were refused (dropped one by one)."""
         kept, invalid = valid_records(entries)
         for model in kept:
+            if model.id not in allowed or model.last_round > current_round:
+                invalid += 1
+                continue
             record = model.model_dump(by_alias=True)
             known = self.by_id.get(record["id"])
             if known is None or record["lastRound"] >= known["lastRound"]:

@@ -7,6 +7,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+#: Process incarnations kept per node: restarts beyond these add nothing the totals would miss.
+MAX_INCARNATIONS = 8
+
 
 @dataclass
 class Traffic:
@@ -22,11 +25,22 @@ class Traffic:
         self.received += nbytes
         self.dense_received += dense_nbytes
 
-    def merge(self, entries: list[list[object]]) -> None:
+    def merge(self, entries: list[list[object]], allowed: frozenset[str] | None = None) -> int:
+        """Take a child's counters: only about nodes in `allowed` (None: any), and at most
+        MAX_INCARNATIONS per node (the newest), so made-up entries cannot grow the store. Returns
+        how many entries were refused."""
+        refused = 0
         for node_id, inc, got, dense in entries:
+            if allowed is not None and node_id not in allowed:
+                refused += 1
+                continue
             key = (str(node_id), int(inc))  # type: ignore[call-overload]
             old = self.known.get(key, (0, 0))
             self.known[key] = (max(old[0], int(got)), max(old[1], int(dense)))  # type: ignore[call-overload]
+            same_node = sorted(k for k in self.known if k[0] == key[0])
+            for stale in same_node[:-MAX_INCARNATIONS]:
+                del self.known[stale]
+        return refused
 
     def entries(self) -> list[list[object]]:
         own = {(self.node_id, self.incarnation): (self.received, self.dense_received)}
