@@ -18,7 +18,7 @@ import torch
 import yaml
 import zmq
 
-from swarm_worker.local.launcher import free_port
+from swarm_worker.local.ports import free_ports
 from swarm_worker.maths.compression import SparseVector
 from swarm_worker.protocol.codec import CodecError, Message, decode, encode
 from tests.integration.swarm_helpers import metric_samples
@@ -101,7 +101,7 @@ def test_live_aggregator_survives_and_counts_10000_malformed_messages(tmp_path: 
     }
     manifest_path = tmp_path / "fuzz.yaml"
     manifest_path.write_text(yaml.safe_dump(doc))
-    data_port, metrics_port = free_port("127.0.0.1"), free_port("127.0.0.1")
+    data_port, metrics_port = free_ports("127.0.0.1", 2)
     argv = [
         sys.executable, "-m", "swarm_worker.cli", "node",
         "--manifest", str(manifest_path), "--node-id", "root",

@@ -22,7 +22,6 @@ import ctypes
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -43,6 +42,7 @@ from swarm_contract.manifest import Manifest, spec_to_dict
 from swarm_contract.restarts import decide_restart
 from swarm_contract.spec import API_GROUP, API_VERSION, KIND
 from swarm_contract.topology import TreeNode, plan_tree
+from swarm_worker.local.ports import free_ports
 
 POLL_S = 0.2
 #: Source roots of this process (worker/src, and contract/src beside it in a checkout).
@@ -55,12 +55,6 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 #: Node processes run `python -m swarm_worker.cli`, with the interpreter of the launcher.
 NODE_PROGRAM = (sys.executable, "-m", "swarm_worker.cli")
 PR_SET_PDEATHSIG = 1
-
-
-def free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 class SwarmFailedError(RuntimeError):
@@ -127,10 +121,12 @@ class LocalSwarm:
         }
         self.manifest_path.write_text(yaml.safe_dump(doc, sort_keys=False))
         #: Every node's data port; a worker binds none, but its command line matches a pod's.
-        self.data_ports = {node_id: free_port(host) for node_id in self.tree.nodes}
+        ports = free_ports(host, 2 * len(self.tree.nodes))
+        self.data_ports = dict(zip(self.tree.nodes, ports[: len(self.tree.nodes)], strict=True))
+        metrics_ports = dict(zip(self.tree.nodes, ports[len(self.tree.nodes) :], strict=True))
         self.processes: dict[str, NodeProcess] = {}
         for node in self.tree.nodes.values():
-            metrics_port = free_port(host)
+            metrics_port = metrics_ports[node.id]
             argv = node_argv(
                 self.spec,
                 node.id,
