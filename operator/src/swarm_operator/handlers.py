@@ -45,6 +45,7 @@ from swarm_operator.observe import (
     fetch_root_status,
     final_root_status,
     observe_pod,
+    owned_by,
     root_status_url,
 )
 from swarm_operator.reconcile import Actions, reconcile
@@ -103,10 +104,12 @@ def _create(create: Callable[..., Any], namespace: str, body: dict[str, Any]) ->
 
 
 def _pods_of(
-    index: kopf.Index[tuple[str, str], PodObservation], namespace: str, name: str
+    index: kopf.Index[tuple[str, str], PodObservation], namespace: str, name: str, owner_uid: str
 ) -> dict[str, PodObservation]:
+    """The job's pods: labelled with its name AND controlled by this very object (its uid). Labels
+    are anyone's to set: a pod that only claims the job's labels is neither watched nor trusted."""
     found: Iterable[PodObservation] = index.get((namespace, name), [])
-    return {p.node_id: p for p in found if p.node_id}
+    return owned_by(found, owner_uid)
 
 
 @kopf.on.resume(API_GROUP, API_VERSION, PLURAL)
@@ -137,7 +140,7 @@ def create_children(
     _create(core.create_namespaced_config_map, namespace, build_configmap(parsed, body))
     if status.get("startTime"):
         return  # started before: missing pods are the restart logic's (and budget's) business
-    existing = _pods_of(index, namespace, name)
+    existing = _pods_of(index, namespace, name, str(body.metadata.uid))
     created = 0
     for pod in build_pods(parsed, body, memo.settings):
         if pod["metadata"]["labels"]["swarm.ncrsh.io/node"] in existing:
@@ -202,7 +205,7 @@ def tick(
     except SpecError:
         return  # create_children reported it
     settings: Settings = memo.settings
-    pods = _pods_of(index, namespace, name)
+    pods = _pods_of(index, namespace, name, str(body.metadata.uid))
     root_pod = pods.get(ROOT_ID)
     root = None
     if root_pod is not None and root_pod.ip and root_pod.phase == "Running":

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -69,6 +69,8 @@ class PodObservation:
     message: str = ""
     #: The termination message of a container that exited 0 (the root leaves its final status there).
     result: str = ""
+    #: uid of the pod's controller (the SwarmTraining that created it); "" when it has none.
+    owner_uid: str = ""
 
     @property
     def finished(self) -> bool:
@@ -156,7 +158,20 @@ def observe_pod(pod: Mapping[str, Any]) -> PodObservation:
         exit_code=exit_code,
         message=message[:512],
         result=str(term.get("message") or "") if term.get("exitCode") == 0 else "",
+        owner_uid=_controller_uid(meta),
     )
+
+
+def owned_by(pods: Iterable[PodObservation], owner_uid: str) -> dict[str, PodObservation]:
+    """Node id -> pod, for the pods whose controller is the object with uid `owner_uid`."""
+    return {p.node_id: p for p in pods if p.node_id and owner_uid and p.owner_uid == owner_uid}
+
+
+def _controller_uid(meta: Mapping[str, Any]) -> str:
+    for ref in meta.get("ownerReferences") or []:
+        if isinstance(ref, Mapping) and ref.get("controller") is True:
+            return str(ref.get("uid") or "")
+    return ""
 
 
 def parse_root_status(raw: bytes | str) -> RootStatus | None:
