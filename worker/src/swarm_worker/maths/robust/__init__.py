@@ -171,7 +171,12 @@ def aggregate(
     geometric-median and centered-clipping; ignored by "mean" (the plain mean) and by the rank-
     and selection-based rules, whose guarantees count inputs (see `rules`). previous: the last
     aggregate, the centre of centered clipping and the start of the geometric median's
-    Weiszfeld steps (zeros if None). generator: for bucketing's shuffle.
+    Weiszfeld steps (zeros if None); a `previous` that is not finite in the updates' dtype (the
+    mean of a round with a huge input, say) is never used: it is treated as None, so one bad
+    round cannot poison the next ones. generator: for bucketing's shuffle.
+    Huge finite values (the codec accepts values up to the float maximum): every rule but the
+    two means stays finite and near the honest inputs with up to f of them; distances are
+    float64 and never NaN, and a selection never picks an input for a NaN score (`_kernels`).
     Raises ValueError with a one-line message for an unknown rule or step, bad shapes, non-finite
     values, or an f the rule cannot tolerate with this many inputs.
     """
@@ -226,7 +231,8 @@ def mad_scores(updates: torch.Tensor) -> torch.Tensor:
     scores read like z-scores (> 3: suspicious). One-sided because being closer to the median than
     usual is not suspicious. The scale is floored at 1e-6 med(r) (and the smallest normal float),
     so identical honest inputs do not make a tiny deviation infinite. A row with NaN/Inf scores +inf
-    and is left out of the medians. Breakdown point 1/2.
+    and is left out of the medians; so does a row whose distance overflows (values near the float
+    maximum). Breakdown point 1/2.
     Cost O(n d) selection plus one blocked distance pass; no (n, d) temporary beyond the median's.
     """
     if not isinstance(updates, torch.Tensor) or updates.ndim != 2 or not updates.is_floating_point():

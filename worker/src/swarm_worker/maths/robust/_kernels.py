@@ -14,11 +14,18 @@ is used: one fast kernel there.
 
 Distances are computed without (n, d) temporaries: in column blocks for distances to one point,
 and through the Gram matrix of inputs centred on one of them for all pairs.
+
+Huge values: the codec rejects NaN/Inf but not finite values near the float maximum, whose squares
+overflow. Distances here never come out NaN: `distances_to` saturates at +inf (sums of squares
+only), `pairwise_sq_distances` is float64 and exact for any finite float32 input, and `clip_rows`
+rescales the rows whose norm overflowed. Rules pass scores through `nan_as_inf` before any
+argmin/topk, so a row is never picked because its score is NaN (`torch.argmin` returns a NaN).
 """
 
 from __future__ import annotations
 
 import functools
+import math
 
 import torch
 
@@ -144,8 +151,37 @@ def fraction_inside(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torc
     return inside.to(x.dtype) / max(d, 1)
 
 
+def nan_as_inf(scores: torch.Tensor) -> torch.Tensor:
+    """`scores` with NaN replaced by +inf, for a selection by smallest score: `torch.argmin`
+    returns the index of a NaN, so a NaN score would win."""
+    return torch.where(torch.isnan(scores), math.inf, scores)
+
+
+def clip_rows(
+    x: torch.Tensor, limit: float | torch.Tensor, norms: torch.Tensor | None = None
+) -> torch.Tensor:
+    """x_i min(1, limit / ||x_i||) for each row of x (n, d): rows longer than `limit` scaled to it.
+
+    A finite row whose sum of squares overflows (values near the float maximum) is first divided
+    by its max-abs, so it is clipped to norm `limit` along its own direction, not zeroed or made
+    inf. With an infinite limit nothing is clipped. `norms`: the rows' `vector_norm`s if known.
+    Cost O(n d), one (n, d) output.
+    """
+    norms = torch.linalg.vector_norm(x, dim=1) if norms is None else norms
+    clipped = x * torch.where(norms > limit, limit / norms, 1)[:, None]
+    overflowed = torch.isinf(norms)
+    if bool(overflowed.any()) and math.isfinite(float(limit)):
+        rows = x[overflowed]  # only the huge rows are copied
+        rows = rows / torch.linalg.vector_norm(rows, ord=math.inf, dim=1, keepdim=True)
+        clipped[overflowed] = rows * (limit / torch.linalg.vector_norm(rows, dim=1, keepdim=True))
+    return clipped
+
+
 def distances_to(x: torch.Tensor, point: torch.Tensor) -> torch.Tensor:
-    """(n,) Euclidean distances ||x_i - point||, in column blocks (no (n, d) temporary)."""
+    """(n,) Euclidean distances ||x_i - point||, in column blocks (no (n, d) temporary).
+
+    A distance whose square overflows the dtype (> ~1.8e19 in float32: only huge, Byzantine
+    values) is +inf, never NaN: callers treat it as "farthest", which is what it is."""
     n, d = x.shape
     squared = torch.zeros(n, dtype=x.dtype, device=x.device)
     block = max(1, _DISTANCE_BLOCK_ELEMENTS // max(n, 1))
@@ -156,19 +192,40 @@ def distances_to(x: torch.Tensor, point: torch.Tensor) -> torch.Tensor:
 
 
 def pairwise_sq_distances(x: torch.Tensor) -> torch.Tensor:
-    """(n, n) squared Euclidean distances, diagonal exactly 0, via one (n, n) Gram matrix.
+    """(n, n) float64 squared Euclidean distances, diagonal exactly 0, never NaN, via one (n, n)
+    Gram matrix.
 
     The inputs are first centred on the input of median norm: ||a-b||^2 = |a|^2 + |b|^2 - 2ab
     loses precision when a common offset is large compared with the spread, and the median-norm
     input is close to the honest cluster whenever a majority is honest (unlike the mean, which f
-    outliers can drag away). Cost: one (n, d) centred copy, O(n^2 d) flops in one matmul.
+    outliers can drag away). The (n, n) terms are combined in float64, so sums of large squared
+    norms cannot overflow. If a squared norm or a Gram entry overflowed in the input dtype (an
+    input near the float maximum: inf - inf would be NaN), the centred rows are recomputed halved
+    (x/2 - c/2 cannot overflow), each divided by its own max-abs s_i, and with G the Gram matrix
+    of these rows (entries <= d)
+
+        ||a - b||^2 = 4 (s_a² G_aa + s_b² G_bb - 2 s_a s_b G_ab)   in float64,
+
+    so each row keeps its own relative precision: the honest rows' distances are as exact as
+    without the huge ones. An entry still not finite (float64 inputs near their maximum) is +inf.
+    Cost: one (n, d) centred copy, O(n² d) flops in one matmul; two more passes on overflow.
     """
     n = x.shape[0]
-    norms = torch.linalg.vector_norm(x, dim=1)
-    centre = x[torch.argsort(norms)[(n - 1) // 2]]
+    centre = x[torch.argsort(torch.linalg.vector_norm(x, dim=1))[(n - 1) // 2]]
     centred = x - centre
     squared_norms: torch.Tensor = torch.linalg.vector_norm(centred, dim=1).square()
     gram = torch.mm(centred, centred.T)
-    distances = (squared_norms[:, None] + squared_norms[None, :] - gram.mul(2)).clamp_min(0)
+    if bool(torch.isfinite(squared_norms).all() & torch.isfinite(gram).all()):
+        gram, squared_norms = gram.double(), squared_norms.double()
+    else:
+        torch.mul(x, 0.5, out=centred)
+        centred.sub_(centre, alpha=0.5)
+        scales = torch.linalg.vector_norm(centred, ord=math.inf, dim=1)
+        scales = torch.where(scales > 0, scales, 1)  # a row equal to the centre stays 0
+        centred.div_(scales[:, None])
+        doubled = scales.double() * 2
+        gram = torch.mm(centred, centred.T).double() * (doubled[:, None] * doubled[None, :])
+        squared_norms = gram.diagonal()
+    distances = nan_as_inf(squared_norms[:, None] + squared_norms[None, :] - gram.mul(2)).clamp_min(0)
     distances.fill_diagonal_(0)
     return distances

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from swarm_worker.maths.robust._kernels import pairwise_sq_distances
+from swarm_worker.maths.robust._kernels import clip_rows, pairwise_sq_distances
 
 PreOutput = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # (vectors, weights, owner)
 
@@ -44,7 +44,7 @@ def bucketing(
 
     With f Byzantine inputs at most f buckets are spoiled, so the next rule sees f out of ⌈n/s⌉
     and needs its condition on that smaller n. Bucket weight is the sum of its inputs' weights.
-    Cost O(n d) time, one (n, d) permuted copy. The permutation is drawn on CPU.
+    Cost O(n d) time, one (⌈n/s⌉, d) output. The permutation is drawn on CPU.
     """
     n = updates.shape[0]
     permutation = torch.randperm(n, generator=generator).to(updates.device)
@@ -52,23 +52,26 @@ def bucketing(
     bucket_of_position = torch.arange(n, device=updates.device) // s
     owner = torch.empty_like(permutation)
     owner[permutation] = bucket_of_position
-    sums = torch.zeros(buckets, updates.shape[1], dtype=updates.dtype, device=updates.device)
-    sums.index_add_(0, owner, updates)
-    sizes = torch.bincount(owner, minlength=buckets).to(updates.dtype)
+    # Each input is divided by s as it is added, so a bucket of values near the float maximum
+    # averages to a finite value instead of overflowing; a smaller last bucket is rescaled.
+    means = torch.zeros(buckets, updates.shape[1], dtype=updates.dtype, device=updates.device)
+    means.index_add_(0, owner, updates, alpha=1 / s)
+    if n % s:
+        means[-1] *= s / (n % s)
     bucket_weights = torch.zeros(buckets, dtype=weights.dtype, device=weights.device)
     bucket_weights.index_add_(0, owner, weights)
-    return sums / sizes[:, None], bucket_weights, owner
+    return means, bucket_weights, owner
 
 
 def clipping(updates: torch.Tensor, weights: torch.Tensor, c: float) -> PreOutput:
     """Static norm clipping (byzfl `Clipping`): x_i ← x_i min(1, c / ||x_i||).
 
     Bounds each input's influence on a mean to c/n. Not robust on its own (breakdown 0 for a rule
-    that is not); c is in the updates' units. Cost O(n d) time, one (n, d) output.
+    that is not); c is in the updates' units. A row of values near the float maximum, whose norm
+    overflows, is still clipped to norm c along its direction (`clip_rows`). Cost O(n d) time, one
+    (n, d) output.
     """
-    norms = torch.linalg.vector_norm(updates, dim=1)
-    scale = torch.where(norms > c, c / norms, 1)
-    return updates * scale[:, None], weights, _identity_owner(updates)
+    return clip_rows(updates, c), weights, _identity_owner(updates)
 
 
 def arc(updates: torch.Tensor, weights: torch.Tensor, f: int) -> PreOutput:
@@ -82,6 +85,6 @@ def arc(updates: torch.Tensor, weights: torch.Tensor, f: int) -> PreOutput:
     clipped = int((2 * f / n) * (n - f))  # byzfl's exact expression, so rounding agrees
     if clipped == 0:
         return updates.clone(), weights, _identity_owner(updates)
+    # A norm that overflowed is +inf here, above every finite one: the ranking is still right.
     threshold = torch.kthvalue(norms, n - clipped).values
-    scale = torch.where(norms > threshold, threshold / norms, 1)
-    return updates * scale[:, None], weights, _identity_owner(updates)
+    return clip_rows(updates, threshold, norms), weights, _identity_owner(updates)

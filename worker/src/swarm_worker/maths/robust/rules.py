@@ -25,6 +25,7 @@ import torch
 from swarm_worker.maths.robust._kernels import (
     coordinate_median,
     distances_to,
+    nan_as_inf,
     pairwise_sq_distances,
     ranked_mean_and_inside,
 )
@@ -46,10 +47,20 @@ def _indicator(updates: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
     return selected
 
 
+def _start(updates: torch.Tensor, previous: torch.Tensor | None) -> torch.Tensor:
+    """A copy of `previous` in the updates' dtype, or zeros if it is None or not finite there:
+    a non-finite centre would poison every later step (and every later round through it)."""
+    start = None if previous is None else previous.to(updates.dtype)
+    if start is None or not bool(torch.isfinite(start).all()):
+        return torch.zeros_like(updates[0])
+    return start.clone()
+
+
 def mean(updates: torch.Tensor) -> RuleOutput:
     """Arithmetic mean  x̄ = (1/n) Σ_i x_i  (byzfl `Average`).
 
-    Breakdown point 0: one input moves it arbitrarily far. Cost O(n d) time, O(d) memory.
+    Breakdown point 0: one input moves it arbitrarily far (one input near the float maximum makes
+    it ±inf; this is by design, robustness is the other rules' job). Cost O(n d) time, O(d) memory.
     """
     return updates.mean(0), _ones(updates)
 
@@ -94,7 +105,8 @@ def trimmed_mean(updates: torch.Tensor, f: int) -> RuleOutput:
 def _krum_scores(sq_distances: torch.Tensor, f: int, alive: torch.Tensor | None = None) -> torch.Tensor:
     """Krum score of each input: the sum of squared distances to its m - f - 1 nearest other
     inputs, m = number alive (byzfl's count: it sorts each row, drops the 0 self-distance and
-    keeps [1:m-f]). Dead inputs score +inf."""
+    keeps [1:m-f]). Dead inputs score +inf. The distances are float64 and never NaN (`_kernels`),
+    so huge inputs score huge, never NaN, and are not chosen."""
     n = sq_distances.shape[0]
     masked = sq_distances.clone()
     masked.fill_diagonal_(math.inf)
@@ -103,7 +115,7 @@ def _krum_scores(sq_distances: torch.Tensor, f: int, alive: torch.Tensor | None 
         masked[:, ~alive] = math.inf
         m = int(alive.sum())
     neighbours = m - f - 1
-    scores = torch.topk(masked, neighbours, dim=1, largest=False).values.sum(1)
+    scores = nan_as_inf(torch.topk(masked, neighbours, dim=1, largest=False).values.sum(1))
     if alive is not None:
         scores[~alive] = math.inf
     return scores
@@ -183,17 +195,18 @@ def geometric_median(
 
         β_i = w_i / max(nu, ||x_i - z||),   z ← Σ_i β_i x_i / Σ_i β_i.
 
-    Starts from `init` (zeros if None, as byzfl). Distances are computed in column blocks and the
-    update is one mat-vec, so there is no (n, d) temporary. byzfl's default is 3 iterations; ours is
-    8 because 3 from zero is far from converged (the test runs both with byzfl's T). Inputs with
-    an infinite coordinate are ignored, as byzfl does. Breakdown point 1/2: needs n > 2f.
+    Starts from `init` (zeros if None, as byzfl, or if not finite). Distances are computed in column
+    blocks and the update is one mat-vec, so there is no (n, d) temporary. byzfl's default is 3
+    iterations; ours is 8 because 3 from zero is far from converged (the test runs both with byzfl's
+    T). Inputs with an infinite coordinate are ignored, as byzfl does; an input so far that its
+    distance overflows gets β = 0. Breakdown point 1/2: needs n > 2f.
     Cost O(iterations n d) time, O(n + d) extra memory. `selected`: β_i / max_k β_k at the end.
     """
     w = _ones(updates) if weights is None else weights.to(updates.dtype)
     finite_rows = ~torch.isinf(updates).any(1)
     rows = updates if bool(finite_rows.all()) else updates[finite_rows]
     w_rows = w if rows is updates else w[finite_rows]
-    z = torch.zeros_like(updates[0]) if init is None else init.to(updates.dtype).clone()
+    z = _start(updates, init)
     beta = w_rows
     for _ in range(iterations):
         beta = w_rows / distances_to(rows, z).clamp_min(nu)
@@ -212,7 +225,7 @@ def centered_clipping(
     iterations: int = 3,
 ) -> RuleOutput:
     """Centered clipping (Karimireddy et al., ICML 2021; byzfl `CenteredClipping`): from the
-    centre v = `previous` (zeros if None), `iterations` times
+    centre v = `previous` (zeros if None or not finite), `iterations` times
 
         c_i = min(1, τ / ||x_i - v||),   v ← v + Σ_i w_i c_i (x_i - v) / Σ_i w_i.
 
@@ -224,7 +237,7 @@ def centered_clipping(
     n > 2f). Cost O(iterations n d) time, no (n, d) temporary. `selected`: the last c_i.
     """
     w = _ones(updates) if weights is None else weights.to(updates.dtype)
-    v = torch.zeros_like(updates[0]) if previous is None else previous.to(updates.dtype).clone()
+    v = _start(updates, previous)
     clip = _ones(updates)
     for _ in range(iterations):
         distances = distances_to(updates, v)
@@ -253,7 +266,7 @@ def mda(updates: torch.Tensor, f: int) -> RuleOutput:
     best_subset = torch.arange(k, device=updates.device)
     while chunk_list := list(itertools.islice(subsets, _MDA_CHUNK)):
         chunk = torch.tensor(chunk_list, device=updates.device)  # (c, k)
-        diameters = distances[chunk[:, :, None], chunk[:, None, :]].flatten(1).amax(1)
+        diameters = nan_as_inf(distances[chunk[:, :, None], chunk[:, None, :]].flatten(1).amax(1))
         index = int(torch.argmin(diameters))
         value = float(diameters[index])
         if value < best_value:
@@ -273,5 +286,5 @@ def monna(updates: torch.Tensor, f: int, pivot: torch.Tensor | None = None) -> R
     """
     n = updates.shape[0]
     centre = coordinate_median(updates) if pivot is None else pivot.to(updates.dtype)
-    chosen = torch.topk(distances_to(updates, centre), n - f, largest=False).indices
+    chosen = torch.topk(nan_as_inf(distances_to(updates, centre)), n - f, largest=False).indices
     return updates[chosen].mean(0), _indicator(updates, chosen)
