@@ -11,7 +11,7 @@ import torch
 from swarm_contract.manifest import parse_spec
 from swarm_contract.spec import SwarmSpec
 from swarm_contract.topology import plan_tree, round_assignment
-from swarm_worker.maths.compression import SparseVector, k_for
+from swarm_worker.maths.compression import SparseVector, dense_to_sparse, k_for
 from swarm_worker.node.admission import DropReason
 from swarm_worker.node.round import RoundState
 from swarm_worker.node.traffic import Traffic
@@ -52,7 +52,10 @@ def _update(
     msg_type: str = "update",
 ) -> Message:
     if tensors is None:
-        tensors = {"delta": torch.ones(NUMEL) if vector is None else vector}
+        dense = torch.ones(NUMEL) if vector is None else vector
+        # What an honest child sends under the default spec (top-k, fp16; node.admission): a worker
+        # its values sparse in fp16, an aggregator dense fp32.
+        tensors = {"delta": dense_to_sparse(dense, torch.float16) if node.startswith("worker-") else dense}
     meta = {"samples": samples, "workers": workers, "loss": 0.5, "nodes": nodes or [], "traffic": []}
     return Message(msg_type, "job", round_index, node, meta, tensors)
 
@@ -154,7 +157,7 @@ def test_off_support_update_is_dropped_and_on_support_accepted() -> None:
 
 def test_dense_update_is_off_a_common_support() -> None:
     state = _state(robustness={"rule": "median"})
-    assert state.accept(_update("worker-0"), T0) == DropReason.SUPPORT
+    assert state.accept(_update("worker-0", tensors={"delta": torch.ones(NUMEL)}), T0) == DropReason.SUPPORT
 
 
 def test_not_assigned_with_reshuffle() -> None:

@@ -1,7 +1,14 @@
 """What a child's UPDATE must be to enter a round, checked after the codec validated its bytes:
 exactly the tensors an update carries, a vector of θ's length, on the round's common support when
-there is one, and header fields within what the child's subtree can hold. A failed check is a
-`DropReason` (the `reason` label of the dropped-messages counter), never an exception.
+there is one, header fields within what the child's subtree can hold, and values in the form and
+size an honest child of this spec sends (`ValueRules`). A failed check is a `DropReason` (the
+`reason` label of the dropped-messages counter), never an exception.
+
+The forms honest nodes send (roles/worker.py, roles/aggregator.py), all that is accepted:
+    worker, top-k          sparse, values in the wire dtype (`compression.valueDtype`)
+    worker, no compression dense fp32
+    aggregator             sparse in the wire dtype (fp32 without compression), or dense fp32
+                           when at least half its entries are nonzero (`compression.to_wire`)
 """
 
 from __future__ import annotations
@@ -11,9 +18,10 @@ from enum import StrEnum
 
 import torch
 
-from swarm_worker.maths.compression import SparseVector
+from swarm_contract.spec import SwarmSpec
+from swarm_worker.maths.compression import SparseVector, wire_dtype
 from swarm_worker.maths.support import on_support
-from swarm_worker.protocol.codec import Message
+from swarm_worker.protocol.codec import Message, Payload
 
 
 class DropReason(StrEnum):
@@ -29,6 +37,8 @@ class DropReason(StrEnum):
     SHAPE = "shape"  # wrong tensors, or a vector of another length than θ
     SUPPORT = "support"  # off the round's common support
     FIELD = "field"  # a header field out of range (more workers than its subtree has)
+    DTYPE = "dtype"  # values in a dtype or encoding no honest child of this spec sends
+    MAGNITUDE = "magnitude"  # a value above robustness.maxUpdateRatio x max(1, max |θ|)
 
 
 @dataclass(frozen=True)
@@ -40,8 +50,53 @@ class ChildUpdate:
     votes: SparseVector | None = None  # common support: where the subtree wants to send next
 
 
+@dataclass(frozen=True)
+class ValueRules:
+    """The values one child may send in one round: see the module docstring and `value_rules`."""
+
+    #: The dtype of a sparse update's values (`maths.compression.wire_dtype`).
+    sparse_dtype: torch.dtype
+    sparse: bool  # a sparse update is a form this child sends
+    dense: bool  # a dense fp32 vector is a form this child sends
+    #: Largest |value| accepted.
+    max_abs: float
+
+
+def value_rules(spec: SwarmSpec, child_role: str, theta: torch.Tensor) -> ValueRules:
+    """What a child of role `child_role` may send in a round on θ (d,).
+
+    The bound is `robustness.maxUpdateRatio` x max(1, max |θ|): an honest update is H local steps of
+    lr-scaled gradients, a small multiple of the model's own scale (see the field's documentation for
+    the figures), and an aggregate of bounded updates (every rule combines its inputs convexly, up to
+    the clipping rules' bounded steps) stays within the same bound, so it holds at every level.
+    """
+    compressed = spec.compression.method == "topk"
+    scale = max(1.0, float(theta.abs().max())) if theta.numel() else 1.0
+    return ValueRules(
+        sparse_dtype=wire_dtype(spec),
+        sparse=child_role != "worker" or compressed,
+        dense=child_role != "worker" or not compressed,
+        max_abs=spec.robustness.max_update_ratio * scale,
+    )
+
+
+def values_fit(payload: Payload, rules: ValueRules) -> DropReason | None:
+    """None when the payload's form, dtype and largest |value| are what `rules` allow, else why not."""
+    if isinstance(payload, SparseVector):
+        if not rules.sparse or payload.values.dtype != rules.sparse_dtype:
+            return DropReason.DTYPE
+        values = payload.values
+    else:
+        if not rules.dense or payload.dtype != torch.float32:
+            return DropReason.DTYPE
+        values = payload
+    # The codec refused non-finite values, so the maximum is a number; compared in fp32 (fp16 fits).
+    largest = float(values.abs().max()) if values.numel() else 0.0
+    return DropReason.MAGNITUDE if largest > rules.max_abs else None
+
+
 def check_update(
-    msg: Message, numel: int, support: torch.Tensor | None, max_workers: int
+    msg: Message, numel: int, support: torch.Tensor | None, max_workers: int, rules: ValueRules
 ) -> ChildUpdate | DropReason:
     """The update as (d,) fp32 with its counts, or why it cannot enter the round."""
     payload = msg.tensors.get("delta")
@@ -56,6 +111,8 @@ def check_update(
         return DropReason.SHAPE
     if msg.meta["workers"] > max_workers:
         return DropReason.FIELD
-    vector = payload.to_dense() if isinstance(payload, SparseVector) else payload.to(torch.float32).flatten()
+    if (unfit := values_fit(payload, rules)) is not None:
+        return unfit
+    vector = payload.to_dense() if isinstance(payload, SparseVector) else payload.flatten()
     meta = msg.meta
     return ChildUpdate(vector, meta["samples"], meta["workers"], float(meta["loss"]), votes)

@@ -32,6 +32,7 @@ from swarm_worker.protocol.transport import (
     Encoded,
     bind_router,
     connect_dealer,
+    effective_max_message_bytes,
     encode_message,
     receive,
     send,
@@ -84,7 +85,7 @@ class AggregatorShell:
         self.child_round: dict[str, int] = dict.fromkeys(self._state.worker_count, 0)
         self._dense_model: tuple[int, Encoded] | None = None
         self.ctx: zmq.Context[Any] = zmq.Context()
-        max_bytes = spec.network.max_message_bytes
+        max_bytes = effective_max_message_bytes(spec, rt.numel)
         self.router = bind_router(self.ctx, rt.settings.bind_host, rt.settings.bind_port, max_bytes)
         self.dealer = (
             connect_dealer(self.ctx, rt.node.id, rt.settings.parent, max_bytes)

@@ -39,7 +39,7 @@ from swarm_worker.maths.reputation import (
     duplicates,
 )
 from swarm_worker.maths.support import initial_support, merge_votes
-from swarm_worker.node.admission import ChildUpdate, DropReason, check_update
+from swarm_worker.node.admission import ChildUpdate, DropReason, check_update, value_rules
 from swarm_worker.node.round_plan import deadline_for, feasible_rule, interior_quorum, root_quorum
 from swarm_worker.node.subtree import SubtreeRecords
 from swarm_worker.node.traffic import Traffic
@@ -121,6 +121,12 @@ class RoundState:
         self.round, self.theta = round_index, theta
         if self.reshuffle:
             self.children = round_assignment(self.tree, round_index, self.spec.training.seed)[self.node.id]
+        # What children may send this round: their value bound scales with θ_r, computed once here.
+        self.value_rules = (
+            {role: value_rules(self.spec, role, theta) for role in ("worker", "aggregator")}
+            if theta is not None
+            else {}
+        )
         self.pending = {}
         self.closed = False
         self.opened_at = now
@@ -153,7 +159,8 @@ class RoundState:
             return DropReason.DUPLICATE
         if self.book.is_quarantined(child):
             return DropReason.QUARANTINED
-        update = check_update(msg, self.numel, self.support, self.worker_count[child])
+        rules = self.value_rules[self.tree.node(child).role]
+        update = check_update(msg, self.numel, self.support, self.worker_count[child], rules)
         if isinstance(update, DropReason):
             return update
         # Records and counters only from an update the round takes, and only about the child's subtree.

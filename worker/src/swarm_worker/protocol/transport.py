@@ -14,7 +14,8 @@ from typing import Any, Protocol
 
 import zmq
 
-from swarm_worker.protocol.codec import CodecError, Message, decode, dense_numel, encode
+from swarm_contract.spec import SwarmSpec
+from swarm_worker.protocol.codec import MAX_HEADER_BYTES, CodecError, Message, decode, dense_numel, encode
 
 
 class _Counter(Protocol):
@@ -37,6 +38,19 @@ class WireCounters(Protocol):
 # Queues are bounded in messages; a full queue drops (ROUTER) or blocks briefly (DEALER, see send).
 HIGH_WATER_MARK = 64
 SEND_TIMEOUT_MS = 2_000
+
+#: Headroom over the largest tensor frame an honest node sends (the dense fp32 model), in multiples.
+MODEL_FRAME_MARGIN = 4
+
+
+def effective_max_message_bytes(spec: SwarmSpec, numel: int) -> int:
+    """The per-frame limit (ZMQ_MAXMSGSIZE) of a node's sockets: `network.maxMessageBytes` as given,
+    else what a model of `numel` parameters needs, with room to spare. The largest honest frames
+    are the dense fp32 model (4 x numel bytes; sparse frames are no bigger) and the header, which the
+    codec caps at MAX_HEADER_BYTES: so MODEL_FRAME_MARGIN x 4 x numel + MAX_HEADER_BYTES. A peer
+    cannot make a node buffer a 1 GiB frame for a model of a few MB."""
+    explicit = spec.network.max_message_bytes
+    return explicit if explicit is not None else MODEL_FRAME_MARGIN * 4 * numel + MAX_HEADER_BYTES
 
 
 def _common(sock: zmq.Socket[Any], max_message_bytes: int) -> None:

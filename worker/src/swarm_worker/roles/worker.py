@@ -36,7 +36,14 @@ from swarm_worker.maths.support import initial_support, valid_support
 from swarm_worker.node.model_sync import apply_model, model_digest
 from swarm_worker.node.runtime import SIGNALLED_EXIT_CODE, NodeRuntime
 from swarm_worker.protocol.codec import Message
-from swarm_worker.protocol.transport import Encoded, connect_dealer, encode_message, receive, send
+from swarm_worker.protocol.transport import (
+    Encoded,
+    connect_dealer,
+    effective_max_message_bytes,
+    encode_message,
+    receive,
+    send,
+)
 from swarm_worker.simulation.byzantine import (
     CRASH_AFTER_ROUNDS,
     CRASH_EXIT_CODE,
@@ -164,7 +171,7 @@ class Worker:
         rt = self.rt
         assert rt.settings.parent is not None
         ctx: zmq.Context[Any] = zmq.Context()
-        max_bytes = rt.settings.spec.network.max_message_bytes
+        max_bytes = effective_max_message_bytes(rt.settings.spec, rt.numel)
         parent_id = rt.node.parent
         assert parent_id is not None
         addresses = dict(rt.settings.peers) if rt.settings.peers else {parent_id: rt.settings.parent}

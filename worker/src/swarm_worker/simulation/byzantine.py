@@ -96,7 +96,8 @@ class AttackPlan:
     def sends_dense(self) -> bool:
         """A crafted update that skips compression: top-k of NaN is meaningless (the point is that
         the aggregator sees every non-finite value), and top-k would strip most of Gaussian noise,
-        which an attacker is not bound to do (the protocol cannot force a peer to compress)."""
+        which an attacker is not bound to do. Its parent refuses the dense form from a worker under
+        top-k (`node.admission`: dropped as `dtype`), so the attack tests that refusal."""
         return self.attack in ("nan", "gaussian")
 
 
