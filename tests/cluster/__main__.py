@@ -16,7 +16,7 @@ import json
 import sys
 
 from .harness import Cluster, ClusterError, ClusterSpec
-from .nodes import our_image_tars
+from .imagetars import our_image_tars
 
 
 def main(argv: list[str] | None = None) -> int:

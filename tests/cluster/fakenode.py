@@ -1,13 +1,13 @@
 """A fake node's heartbeat: keeps one Node Ready (Lease and status) without a kubelet or containers.
 
 The control-plane-only cluster has no kubelet, so KCM's node-lifecycle controller would mark a node
-NotReady and taint it `unreachable` 20 s (harness.py's grace period) after its last heartbeat. This
+NotReady and taint it `unreachable` 20 s (controlplane.py's grace period) after its last heartbeat. This
 process renews the node's Lease in kube-node-lease and re-asserts `Ready=True` every `--period`
 seconds, as a kubelet does, so the scheduler keeps binding pods (for example ones that request
 `nvidia.com/gpu`) to it. Pods bound to a fake node stay Pending: nothing runs them. Stop this process
 to simulate a dead kubelet.
 
-Run by harness.py; stdlib only so it starts in any interpreter:
+Run by fakenodes.py; stdlib only so it starts in any interpreter:
     python fakenode.py --server https://127.0.0.1:PORT --ca CA --cert CRT --key KEY --node NAME
 """
 

@@ -25,7 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from .harness import Cluster, ClusterSpec, binaries_missing, default_bin_dir
+from .binaries import CONTROL_PLANE_BINARIES, NODE_BINARIES, not_built
+from .harness import Cluster, ClusterSpec
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -61,12 +62,9 @@ def kube_cluster(request: pytest.FixtureRequest) -> Iterator[Path]:
         nodes=nodes,
         fake_nodes=int(os.environ.get("NCRSH_CLUSTER_FAKE_NODES", "1")),
     )
-    bin_dir = default_bin_dir()
-    missing = binaries_missing(bin_dir, nodes)
-    if missing:
-        pytest.skip(
-            f"test cluster binaries not built in {bin_dir} ({', '.join(missing)}): run tests/cluster/build.sh"
-        )
+    reason = not_built(*CONTROL_PLANE_BINARIES, *(NODE_BINARIES if nodes else ()))
+    if reason:
+        pytest.skip(reason)
     if nodes and os.geteuid() != 0:
         pytest.skip("NCRSH_CLUSTER_NODES needs root")
     with Cluster(spec).running() as cluster:

@@ -1,10 +1,11 @@
 """Node mode of the test cluster: per node a containerd and a real kubelet; one kube-proxy and CoreDNS.
 
 Follows shared/reference/control-plane.md section 0b. Node i has the address 10.244.0.(1+i)/32 on
-the host bridge ``ncrsh-host`` (made by harness._host_network, with the FORWARD guard before any pod
+the host bridge ``ncrsh-host`` (made by hostnet.setup, with the FORWARD guard before any pod
 starts), pod subnet 10.244.(1+i).0/24 on its own CNI bridge ``ncrsh-cni<i>``, its own containerd
 (root, state, socket and runc root under the run directory) and cgroup root ``/ncrsh-node<i>``.
-Images come from the tars of images.sh, imported into each containerd's ``k8s.io`` namespace.
+Images come from the tars of images.sh (imagetars.py), imported into each containerd's ``k8s.io``
+namespace; the configuration files are built by nodeconfig.py.
 One node-mode cluster per machine (kubelet chains, the bridges and port 53 on 10.244.0.1 are shared).
 """
 
@@ -19,203 +20,20 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .harness import (
-    CLUSTER_CIDR,
-    PAUSE_IMAGE,
-    ClusterError,
-    _make_cgroup,
-    _ours,
-    _pids_mentioning,
-    _run,
-    _stop_pids,
-    free_port,
-    write_kubeconfig,
-)
+from .hostnet import CLUSTER_CIDR, make_cgroup
+from .imagetars import image_tars
+from .nodeconfig import COREDNS_RBAC, cni_config, containerd_config, corefile, kubelet_config
+from .pki import write_kubeconfig
+from .processes import free_port, ours, pids_mentioning, run, stop_pids
+from .rundir import ClusterError, RunDir
 
-if TYPE_CHECKING:
-    from .harness import Cluster
-
-CNI_BIN_DIR = "/usr/lib/cni"
 DEVICE_PLUGIN_SOCKET = Path("/var/lib/kubelet/device-plugins/kubelet.sock")
 
 
-#: The images every node gets: the pause image and the Dockerfiles' base. Our own images (GBs for
-#: the worker) are imported only where a test asks for them (ClusterSpec.image_tars).
-BASE_IMAGE_TARS = ("registry.k8s.io_pause_3.10.tar", "docker.io_library_debian_bookworm-slim.tar")
-
-
-def images_dir() -> Path:
-    return Path(os.environ.get("NCRSH_CACHE", Path.home() / ".cache" / "ncrsh-swarm")) / "images"
-
-
-def image_tars() -> list[Path]:
-    """The base image tars that images.sh has built."""
-    return [p for p in (images_dir() / name for name in BASE_IMAGE_TARS) if p.exists()]
-
-
-#: Our images, as scripts/test.sh has images.sh build them from Dockerfile.worker / .operator.
-OUR_IMAGE_TARS = (
-    "docker.io_library_ncrsh-swarm-worker_0.1.0.tar",
-    "docker.io_library_ncrsh-swarm-operator_0.1.0.tar",
-)
-
-
-def our_image_tars() -> tuple[Path, ...]:
-    """The tars of our worker and operator images; ClusterError when images.sh has not built them."""
-    tars = tuple(images_dir() / name for name in OUR_IMAGE_TARS)
-    missing = [t.name for t in tars if not t.exists()]
-    if missing:
-        raise ClusterError(
-            f"image tars missing in {images_dir()}: {', '.join(missing)} (run tests/cluster/images.sh "
-            "with the Dockerfiles, as scripts/test.sh does)"
-        )
-    return tars
-
-
-def _containerd_config(nd: Path, sock: Path) -> str:
-    cri = 'plugins."io.containerd.grpc.v1.cri"'
-    return f"""version = 2
-root = "{nd}/containerd/root"
-state = "{nd}/containerd/state"
-disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs",
-  "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper",
-  "io.containerd.tracing.processor.v1.otlp"]
-[grpc]
-  address = "{sock}"
-[ttrpc]
-  address = "{sock}.ttrpc"
-[metrics]
-  address = ""
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{nd}/containerd/opt"
-[{cri}]
-  sandbox_image = "{PAUSE_IMAGE}"
-  # Lowering oom_score_adj needs CAP_SYS_RESOURCE, which this machine lacks (section 0b).
-  restrict_oom_score_adj = true
-  disable_apparmor = true
-  [{cri}.cni]
-    bin_dir = "{CNI_BIN_DIR}"
-    conf_dir = "{nd}/cni"
-    max_conf_num = 1
-  [{cri}.containerd]
-    default_runtime_name = "runc"
-    [{cri}.containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-      [{cri}.containerd.runtimes.runc.options]
-        SystemdCgroup = false
-        Root = "{nd}/runc"
-"""
-
-
-def _cni_config(i: int, nd: Path) -> dict[str, Any]:
-    return {
-        "cniVersion": "0.4.0",
-        "name": f"ncrsh-node{i}",
-        "plugins": [
-            {
-                "type": "bridge",
-                "bridge": f"ncrsh-cni{i}",
-                "isGateway": True,
-                "ipMasq": False,
-                "hairpinMode": True,
-                "ipam": {
-                    "type": "host-local",
-                    "ranges": [[{"subnet": f"10.244.{1 + i}.0/24"}]],
-                    "routes": [{"dst": "0.0.0.0/0"}],
-                    "dataDir": f"{nd}/cni-ipam",
-                },
-            },
-            {"type": "loopback"},
-        ],
-    }
-
-
-def _kubelet_config(
-    cluster: Cluster, i: int, ip: str, nd: Path, sock: Path, ports: dict[str, int]
-) -> dict[str, Any]:
-    pki = cluster.pki
-    return {
-        "apiVersion": "kubelet.config.k8s.io/v1beta1",
-        "kind": "KubeletConfiguration",
-        "address": ip,
-        "port": ports["port"],
-        "healthzBindAddress": "127.0.0.1",
-        "healthzPort": ports["healthz"],
-        "readOnlyPort": 0,
-        "cgroupDriver": "cgroupfs",
-        "cgroupRoot": f"/ncrsh-node{i}",
-        "failCgroupV1": False,  # this machine has v1 (hybrid) cgroups
-        "failSwapOn": False,
-        "containerRuntimeEndpoint": f"unix://{sock}",
-        "clusterDomain": "cluster.local",
-        "clusterDNS": [cluster.state["api_ip"]],
-        "resolvConf": str(nd / "resolv.conf"),
-        "authentication": {
-            "x509": {"clientCAFile": str(pki / "ca.crt")},
-            "anonymous": {"enabled": False},
-            "webhook": {"enabled": True},
-        },
-        "authorization": {"mode": "Webhook"},
-        "tlsCertFile": str(pki / f"node{i}-serving.crt"),
-        "tlsPrivateKeyFile": str(pki / f"node{i}-serving.key"),
-        "evictionHard": {},  # no disk-pressure evictions on a shared build machine
-        "imageGCHighThresholdPercent": 100,  # never collect our unpullable images
-        "serializeImagePulls": False,
-        "podLogsDir": str(nd / "pod-logs"),
-        "volumePluginDir": str(nd / "volume-plugins"),
-        "syncFrequency": "10s",
-        "fileCheckFrequency": "10s",
-        "nodeStatusUpdateFrequency": "5s",
-        "nodeLeaseDurationSeconds": 20,  # renewed every 5 s; KCM's grace period is 20 s
-    }
-
-
-COREDNS_RBAC: list[dict[str, Any]] = [
-    {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "ClusterRole",
-        "metadata": {"name": "ncrsh:coredns"},
-        "rules": [
-            {
-                "apiGroups": [""],
-                "resources": ["endpoints", "services", "pods", "namespaces"],
-                "verbs": ["list", "watch"],
-            },
-            {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
-        ],
-    },
-    {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "ClusterRoleBinding",
-        "metadata": {"name": "ncrsh:coredns"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "ncrsh:coredns"},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "coredns"}],
-    },
-]
-
-
-def _corefile(ip: str, kubeconfig: Path) -> str:
-    # No `forward`: no query may leave the machine (trap T7).
-    return f"""cluster.local:53 in-addr.arpa:53 {{
-    bind {ip}
-    kubernetes cluster.local in-addr.arpa {{
-        kubeconfig {kubeconfig}
-        pods insecure
-        ttl 5
-    }}
-    errors
-}}
-.:53 {{
-    bind {ip}
-    errors
-}}
-"""
-
-
 def _ctr(sock: Path, *args: str, timeout: float = 600) -> str:
-    return _run(["ctr", "--address", str(sock), "-n", "k8s.io", *args], timeout=timeout).stdout
+    return run(["ctr", "--address", str(sock), "-n", "k8s.io", *args], timeout=timeout).stdout
 
 
 def _drop_unpacked_layers(sock: Path) -> None:
@@ -229,11 +47,11 @@ def _drop_unpacked_layers(sock: Path) -> None:
         _ctr(sock, "content", "rm", digest)
 
 
-def _wait(cluster: Cluster, what: str, cond: Any, watch: tuple[str, ...]) -> None:
+def _wait(cluster: RunDir, what: str, cond: Any, watch: tuple[str, ...]) -> None:
     cluster._wait(what, cond, watch)
 
 
-def start(cluster: Cluster, api_ip: str, node_ips: list[str]) -> None:
+def start(cluster: RunDir, api_ip: str, node_ips: list[str]) -> None:
     cluster.state["api_ip"] = api_ip
     cluster.apply(*COREDNS_RBAC)
     tars = [*image_tars(), *cluster.spec.image_tars]
@@ -247,12 +65,12 @@ def start(cluster: Cluster, api_ip: str, node_ips: list[str]) -> None:
             (nd / sub).mkdir(parents=True, exist_ok=True)
         sock = nd / "containerd.sock"
         socks.append(sock)
-        (nd / "containerd.toml").write_text(_containerd_config(nd, sock))
-        (nd / "cni" / "10-ncrsh.conflist").write_text(json.dumps(_cni_config(i, nd), indent=1))
+        (nd / "containerd.toml").write_text(containerd_config(nd, sock))
+        (nd / "cni" / "10-ncrsh.conflist").write_text(json.dumps(cni_config(i, nd), indent=1))
         (nd / "resolv.conf").write_text(f"nameserver {api_ip}\n")
         cluster._record("links", f"ncrsh-cni{i}")
         cluster._record("cgroups", f"ncrsh-node{i}")
-        _make_cgroup(f"ncrsh-node{i}")
+        make_cgroup(f"ncrsh-node{i}")
         cluster._spawn(f"containerd-{i}", ["containerd", "--config", str(nd / "containerd.toml")])
         _wait(
             cluster,
@@ -276,7 +94,7 @@ def start(cluster: Cluster, api_ip: str, node_ips: list[str]) -> None:
         write_kubeconfig(root / f"node{i}.kubeconfig", cluster.server, cluster.pki, f"node{i}")
         ports = {"port": free_port(ip), "healthz": free_port()}
         (nd / "kubelet.json").write_text(
-            json.dumps(_kubelet_config(cluster, i, ip, nd, sock, ports), indent=1)
+            json.dumps(kubelet_config(cluster, i, ip, nd, sock, ports), indent=1)
         )
         cluster.state["kubelet_chains"] = True
         cluster._save()
@@ -322,7 +140,7 @@ def start(cluster: Cluster, api_ip: str, node_ips: list[str]) -> None:
             "--v=1",
         ],
     )
-    (root / "Corefile").write_text(_corefile(api_ip, root / "coredns.kubeconfig"))
+    (root / "Corefile").write_text(corefile(api_ip, root / "coredns.kubeconfig"))
     cluster._spawn("coredns", [str(b / "coredns"), "-conf", str(root / "Corefile")])
     gpus = str(cluster.spec.gpus_per_node)
     for i in range(len(node_ips)):
@@ -343,13 +161,11 @@ def start(cluster: Cluster, api_ip: str, node_ips: list[str]) -> None:
         cluster.kubectl("label", "node", name, "nvidia.com/gpu.present=true", "--overwrite")
 
 
-def drain(cluster: Cluster) -> None:
+def drain(cluster: RunDir) -> None:
     """Before stopping the kubelets: stop what recreates pods, delete every pod, wait for containerd
     to have no task left (the kubelet then has run CNI DEL: veths and netns are gone)."""
     procs = cluster.state.get("procs", {})
-    _stop_pids(
-        [procs[n] for n in ("kube-controller-manager", "kube-scheduler") if n in procs], cluster.marker
-    )
+    stop_pids([procs[n] for n in ("kube-controller-manager", "kube-scheduler") if n in procs], cluster.marker)
     if not cluster.kubeconfig.exists():
         return
     try:
@@ -371,21 +187,21 @@ def drain(cluster: Cluster) -> None:
 def _force_delete_containers(runc_roots: list[Path]) -> None:
     """Kill and delete every container in these runc roots (their shims are gone or going)."""
     for runc_root in runc_roots:
-        listing = _run(["runc", "--root", str(runc_root), "list", "-q"], check=False).stdout.split()
+        listing = run(["runc", "--root", str(runc_root), "list", "-q"], check=False).stdout.split()
         for cid in listing:
-            _run(["runc", "--root", str(runc_root), "delete", "--force", cid], check=False)
+            run(["runc", "--root", str(runc_root), "delete", "--force", cid], check=False)
 
 
-def stop_node(cluster: Cluster, i: int) -> None:
+def stop_node(cluster: RunDir, i: int) -> None:
     """Node i dies as a machine that loses power does: its kubelet, containerd, shims and every
     container are SIGKILLed, nothing is drained. The Node object and its pods stay in the API for
     the control plane to notice (NotReady after the grace period, then taint-based eviction)."""
     nd = cluster.root / f"node{i}"
     procs: dict[str, int] = cluster.state.get("procs", {})
     victims = [procs.pop(n) for n in (f"kubelet-{i}", f"containerd-{i}") if n in procs]
-    victims += _pids_mentioning(f"{nd}/")  # the shims name the node's containerd socket
+    victims += pids_mentioning(f"{nd}/")  # the shims name the node's containerd socket
     for pid in victims:
-        if _ours(pid, cluster.marker):  # PIDs get reused: only a process naming our run dir
+        if ours(pid, cluster.marker):  # PIDs get reused: only a process naming our run dir
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
     _force_delete_containers(sorted(nd.glob("runc/*")))
@@ -395,7 +211,7 @@ def stop_node(cluster: Cluster, i: int) -> None:
     cluster._save()
 
 
-def kill_containers(cluster: Cluster) -> None:
+def kill_containers(cluster: RunDir) -> None:
     """After the kubelets, shims and containerds are gone: delete any container still in our runc
     roots (a killed run leaves them running), then the pod network namespaces made since start."""
     _force_delete_containers(sorted(cluster.root.glob("node*/runc/*")))
@@ -406,4 +222,4 @@ def kill_containers(cluster: Cluster) -> None:
             # Only ours: containerd names them cni-<uuid>; ours are the ones made since this run began
             # (one node-mode cluster per machine).
             if ns.stat().st_mtime >= started - 1:
-                _run(["ip", "netns", "del", ns.name], check=False)
+                run(["ip", "netns", "del", ns.name], check=False)

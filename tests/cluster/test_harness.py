@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from .harness import Cluster, ClusterSpec, _versions, binaries_missing, default_bin_dir, poll
+from .binaries import CONTROL_PLANE_BINARIES, NODE_BINARIES, not_built, versions
+from .harness import Cluster, ClusterSpec, poll
+from .hostnet import SHARED_DIRS
+from .imagetars import image_tars
 
 pytestmark = pytest.mark.cluster
 
-BIN = default_bin_dir()
-needs_binaries = pytest.mark.skipif(
-    bool(binaries_missing(BIN)),
-    reason=f"test cluster binaries not built in {BIN}: run tests/cluster/build.sh",
-)
+NOT_BUILT = not_built(*CONTROL_PLANE_BINARIES)
+needs_binaries = pytest.mark.skipif(bool(NOT_BUILT), reason=NOT_BUILT)
 
 
 def gpu_pod(name: str) -> dict[str, object]:
@@ -55,7 +55,7 @@ def test_control_plane_schedules_a_gpu_pod_on_the_fake_node_and_leaves_nothing()
     with cluster.running():
         assert cluster.kubectl("get", "--raw", "/readyz") == "ok"
         version = json.loads(cluster.kubectl("version", "-o", "json"))
-        assert version["serverVersion"]["gitVersion"] == _versions()["K8S_VERSION"]  # stamped (T1)
+        assert version["serverVersion"]["gitVersion"] == versions()["K8S_VERSION"]  # stamped (T1)
         cluster.kubectl("create", "namespace", "harness")
         poll(
             "the default ServiceAccount of the new namespace",
@@ -90,11 +90,9 @@ def test_up_clears_what_a_killed_earlier_run_left() -> None:
 
 
 def _node_mode_unavailable() -> str:
-    from .nodes import image_tars
-
-    missing = binaries_missing(BIN, nodes=1)
+    missing = not_built(*CONTROL_PLANE_BINARIES, *NODE_BINARIES)
     if missing:
-        return f"test cluster binaries not built in {BIN}: run tests/cluster/build.sh"
+        return missing
     if os.geteuid() != 0:
         return "node mode needs root"
     if not any("pause" in t.name for t in image_tars()):
@@ -105,8 +103,6 @@ def _node_mode_unavailable() -> str:
 @pytest.mark.slow
 @pytest.mark.skipif(bool(_node_mode_unavailable()), reason=_node_mode_unavailable() or "available")
 def test_two_real_nodes_run_a_pod_that_resolves_the_api_and_leave_nothing() -> None:
-    from .harness import SHARED_DIRS
-
     shared_before = [d for d in SHARED_DIRS if Path(d).exists()]
     cluster = Cluster(ClusterSpec(name="harness-nodes", nodes=2))
     with cluster.running():

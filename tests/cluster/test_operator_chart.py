@@ -14,18 +14,14 @@ from typing import Any
 import pytest
 import yaml
 
+from .binaries import CONTROL_PLANE_BINARIES, built_binary, not_built, versions
 from .fixtures import kube_cluster  # noqa: F401
-from .harness import _versions, binaries_missing, default_bin_dir
-from .test_operator_crd import REPO, install_crd, kubectl, poll
+from .harness import kubectl, poll
+from .test_operator_crd import REPO, install_crd
 from .test_operator_run import Operator
 
-pytestmark = [
-    pytest.mark.cluster,
-    pytest.mark.skipif(
-        bool(binaries_missing(default_bin_dir())),
-        reason=f"test cluster binaries not built in {default_bin_dir()}: run tests/cluster/build.sh",
-    ),
-]
+NOT_BUILT = not_built(*CONTROL_PLANE_BINARIES, "helm")
+pytestmark = [pytest.mark.cluster, pytest.mark.skipif(bool(NOT_BUILT), reason=NOT_BUILT)]
 
 CHART = REPO / "charts" / "ncrsh-swarm"
 RELEASE_NAMESPACE = "ncrsh-system"
@@ -38,14 +34,14 @@ def helm_template(*values: str) -> list[dict[str, Any]]:
     # Without a cluster helm assumes an old Kubernetes; the chart requires >= 1.25.
     out = subprocess.run(
         [
-            str(default_bin_dir() / "helm"),
+            str(built_binary("helm")),
             "template",
             "swarm",
             str(CHART),
             "--namespace",
             RELEASE_NAMESPACE,
             "--kube-version",
-            _versions()["K8S_VERSION"],
+            versions()["K8S_VERSION"],
             *values,
         ],
         capture_output=True,

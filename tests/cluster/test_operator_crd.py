@@ -12,16 +12,12 @@ from typing import Any
 import pytest
 import yaml
 
+from .binaries import CONTROL_PLANE_BINARIES, not_built
 from .fixtures import kube_cluster  # noqa: F401
-from .harness import binaries_missing, default_bin_dir, kubectl, poll
+from .harness import kubectl, poll
 
-pytestmark = [
-    pytest.mark.cluster,
-    pytest.mark.skipif(
-        bool(binaries_missing(default_bin_dir())),
-        reason=f"test cluster binaries not built in {default_bin_dir()}: run tests/cluster/build.sh",
-    ),
-]
+NOT_BUILT = not_built(*CONTROL_PLANE_BINARIES)
+pytestmark = [pytest.mark.cluster, pytest.mark.skipif(bool(NOT_BUILT), reason=NOT_BUILT)]
 
 REPO = Path(__file__).resolve().parents[2]
 CRD = REPO / "crds" / "swarmtraining.yaml"

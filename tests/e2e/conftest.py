@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.cluster.binaries import CONTROL_PLANE_BINARIES, NODE_BINARIES, not_built
 from tests.cluster.fixtures import existing_kubeconfig
-from tests.cluster.harness import Cluster, ClusterError, ClusterSpec, binaries_missing, default_bin_dir
-from tests.cluster.nodes import our_image_tars
+from tests.cluster.harness import Cluster, ClusterError, ClusterSpec
+from tests.cluster.imagetars import our_image_tars
 
 from .kube import CHART, OPERATOR_SELECTOR, RELEASE, RELEASE_NAMESPACE, Kube
 
@@ -28,9 +29,9 @@ REPORT: list[str] = []
 
 
 def _own_cluster_unavailable() -> str:
-    missing = binaries_missing(default_bin_dir(), nodes=2)
+    missing = not_built(*CONTROL_PLANE_BINARIES, *NODE_BINARIES, "helm")
     if missing:
-        return f"test cluster binaries not built in {default_bin_dir()}: run tests/cluster/build.sh"
+        return missing
     if os.geteuid() != 0:
         return "the test cluster's real nodes need root (containerd, kubelet, iptables)"
     try:

@@ -19,7 +19,9 @@ from typing import Any
 
 import yaml
 
-from tests.cluster.harness import Cluster, default_bin_dir, kubectl, poll
+from tests.cluster import nodes
+from tests.cluster.binaries import built_binary
+from tests.cluster.harness import Cluster, kubectl, poll
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "ncrsh-swarm"
@@ -45,7 +47,7 @@ class Kube:
 
     def helm(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         r = subprocess.run(
-            [str(default_bin_dir() / "helm"), *args],
+            [str(built_binary("helm")), *args],
             capture_output=True,
             text=True,
             env={**os.environ, "KUBECONFIG": str(self.kubeconfig)},
@@ -155,8 +157,6 @@ class Kube:
         return pids[0]
 
     def stop_node(self, node: str) -> None:
-        from tests.cluster import nodes
-
         nodes.stop_node(self.own_cluster(), int(node.removeprefix("node")))
 
 

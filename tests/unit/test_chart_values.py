@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+
+from tests.cluster.binaries import built_binary, not_built
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "ncrsh-swarm"
@@ -78,17 +78,13 @@ def test_crd_template_splice_keeps_the_spec_verbatim() -> None:
     }
 
 
-def _helm() -> str | None:
-    cached = Path(os.environ.get("HOME", "~")) / ".cache" / "ncrsh-swarm" / "bin" / "helm"
-    return str(cached) if cached.exists() else shutil.which("helm")
-
-
 @pytest.fixture(scope="module")
 def helm() -> str:
-    found = _helm()
-    if found is None:
-        pytest.skip("helm not installed")
-    return found
+    """The helm that tests/cluster/build.sh built (the same one the cluster tests use)."""
+    reason = not_built("helm")
+    if reason:
+        pytest.skip(reason)
+    return str(built_binary("helm"))
 
 
 def _template(helm: str, *sets: str) -> list[dict[str, Any]]:
