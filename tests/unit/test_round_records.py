@@ -99,7 +99,7 @@ def test_a_record_flood_stays_within_the_tree() -> None:
     # Reputation off: the two children send one and the same vector, which the book would punish.
     state = _state("root", round_index=0, robustness={"reputation": {"enabled": False}})
     for r in range(50):
-        flood = [_record(f"worker-{i % 300}", r) for i in range(300)]
+        flood = [{**_record(f"worker-{i % 300}", r), "parent": f"agg-{(i % 300) // 4}"} for i in range(300)]
         for child in ("agg-0", "agg-1"):
             assert state.accept(_from(child, flood, round_index=r), T0 + r) is None
         state.close()
@@ -115,3 +115,16 @@ def test_reshuffled_workers_may_be_reported_by_any_bottom_aggregator() -> None:
     assert reportable(state.tree, "agg-0", reshuffle=False) == frozenset(f"worker-{i}" for i in range(4))
     assert state.accept(_from("agg-0", [_record("worker-6", 2)]), T0) is None
     assert _ids(state) == {"worker-6"}
+
+
+@pytest.mark.parametrize(
+    "forged",
+    [{"parent": "agg-1"}, {"parent": "root"}, {"role": "aggregator"}],
+    ids=["another-aggregator-as-measurer", "root-as-measurer", "wrong-role"],
+)
+def test_a_record_must_name_who_may_measure_the_node(forged: dict[str, Any]) -> None:
+    state = _state("root")
+    record = {**_record("worker-1", 2), **forged}  # worker-1 is measured by agg-0, its parent
+    assert state.accept(_from("agg-0", [_record("worker-0", 2), record]), T0) is None
+    assert _ids(state) == {"worker-0"}
+    assert state.invalid_records == 1

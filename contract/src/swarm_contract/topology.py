@@ -152,6 +152,17 @@ def reportable(tree: Tree, child_id: str, *, reshuffle: bool) -> frozenset[str]:
     return frozenset(nodes) - {child_id}
 
 
+def measurers(tree: Tree, *, reshuffle: bool) -> dict[str, frozenset[str]]:
+    """Node id -> the aggregators that may measure it (a record's `parent`): its planned parent, or
+    with `reshuffle` any bottom aggregator for a worker. The root has none: nobody scores it."""
+    bottom = frozenset(n.id for n in bottom_aggregators(tree))
+    return {
+        n.id: bottom if reshuffle and n.role == "worker" else frozenset({n.parent})
+        for n in tree.nodes.values()
+        if n.parent is not None
+    }
+
+
 def round_assignment(tree: Tree, round_index: int, seed: int) -> dict[str, tuple[str, ...]]:
     """Which workers report to which bottom-level aggregator in `round_index`, reshuffled every round.
 

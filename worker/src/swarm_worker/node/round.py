@@ -28,7 +28,14 @@ from typing import Any
 import torch
 
 from swarm_contract.spec import SwarmSpec
-from swarm_contract.topology import Tree, TreeNode, bottom_aggregators, reportable, round_assignment
+from swarm_contract.topology import (
+    Tree,
+    TreeNode,
+    bottom_aggregators,
+    measurers,
+    reportable,
+    round_assignment,
+)
 from swarm_worker.maths import robust
 from swarm_worker.maths.compression import SparseVector, k_for
 from swarm_worker.maths.reputation import (
@@ -96,7 +103,8 @@ class RoundState:
         }
         rep = spec.robustness.reputation
         self.book = ReputationBook(rep.decay, rep.threshold, rep.quarantine_rounds)
-        self.subtree = SubtreeRecords()
+        roles = {n.id: n.role for n in tree.nodes.values()}
+        self.subtree = SubtreeRecords(measurers(tree, reshuffle=spec.topology.reshuffle), roles)
         #: Records from children that were not valid NodeRecords (dropped one by one), in all.
         self.invalid_records = 0
         self.deadline = deadline_for(node.level, tree.height, spec.training.round_deadline_seconds)

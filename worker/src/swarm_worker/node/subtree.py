@@ -9,22 +9,31 @@ node of the planned tree, whatever the children send."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from swarm_contract.records import valid_records
 
 
 class SubtreeRecords:
-    def __init__(self) -> None:
+    def __init__(self, measurers: Mapping[str, frozenset[str]], roles: Mapping[str, str]) -> None:
+        #: Node id -> who may have measured it (swarm_contract.topology.measurers) and its role.
+        self.measurers, self.roles = measurers, roles
         self.by_id: dict[str, dict[str, Any]] = {}
 
     def merge(self, entries: Iterable[Any], *, allowed: frozenset[str], current_round: int) -> int:
         """Take the records of `entries` that are valid NodeRecords about a node in `allowed`, with
-        `lastRound` <= `current_round`; returns how many were refused (dropped one by one)."""
+        `lastRound` <= `current_round`, the node's role, and a `parent` that may measure it; returns
+        how many were refused (dropped one by one)."""
         kept, invalid = valid_records(entries)
         for model in kept:
-            if model.id not in allowed or model.last_round > current_round:
+            measured_by = self.measurers.get(model.id, frozenset())
+            if (
+                model.id not in allowed
+                or model.last_round > current_round
+                or model.parent not in measured_by
+                or model.role != self.roles.get(model.id)
+            ):
                 invalid += 1
                 continue
             record = model.model_dump(by_alias=True)
