@@ -16,6 +16,9 @@ from typing import Annotated, Any, Final, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
+from swarm_contract.tolerance import guaranteed_workers
+from swarm_contract.topology import plan_tree
+
 API_GROUP = "swarm.ncrsh.io"
 API_VERSION = "v1alpha1"
 KIND = "SwarmTraining"
@@ -224,6 +227,12 @@ class SwarmSpec(_Section):
         n = self.workers.replicas
         if self.training.min_peers is not None and self.training.min_peers > n:
             raise ValueError(f"training.minPeers ({self.training.min_peers}) exceeds workers.replicas ({n})")
+        if self.training.min_peers is not None and self.training.min_peers > self.guaranteed_workers:
+            raise ValueError(
+                f"training.minPeers ({self.training.min_peers}) exceeds the {self.guaranteed_workers} "
+                f"workers a round is sure to hear from when up to robustness.f ({self.robustness.f}) "
+                "children per aggregator misbehave: lower it, or raise topology.branchingFactor"
+            )
         for b in self.simulation.byzantine:
             if b.worker >= n:
                 raise ValueError(
@@ -241,6 +250,18 @@ class SwarmSpec(_Section):
         if self.compression.support == "auto":
             return self.robustness.rule not in ("mean", "weighted-mean")
         return self.compression.support == "common"
+
+    @property
+    def bucket_size(self) -> int:
+        """Inputs per bucket with the bucketing pre-aggregation (1 without it)."""
+        return next((int(p.param or 2) for p in self.robustness.pre_aggregation if p.name == "bucketing"), 1)
+
+    @property
+    def guaranteed_workers(self) -> int:
+        """Workers the root hears from per round with f misbehaving children at every aggregator
+        (swarm_contract.tolerance): the most a quorum can ask without an attacker stalling rounds."""
+        tree = plan_tree(self.workers.replicas, self.topology.branching_factor)
+        return guaranteed_workers(tree, self.robustness.rule, self.robustness.f, self.bucket_size)
 
     @property
     def quorum(self) -> int:

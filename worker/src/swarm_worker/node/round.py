@@ -214,7 +214,7 @@ class RoundState:
         # `mean` is FedAvg: weighted by samples, so a tree of means equals the flat mean.
         use_reputation = rules.reputation.enabled and rules.rule != "mean"
         weights = samples * reputations if use_reputation else samples
-        bucket = next((int(p.param or 2) for p in rules.pre_aggregation if p.name == "bucketing"), 1)
+        bucket = self.spec.bucket_size
         rule, f = feasible_rule(
             "weighted-mean" if rules.rule == "mean" else rules.rule, len(names), rules.f, bucket
         )

@@ -9,31 +9,9 @@ from __future__ import annotations
 import math
 
 from swarm_contract.spec import SwarmSpec
+from swarm_contract.tolerance import feasible_rule, rule_needs, tolerated
 
-
-def rule_needs(rule: str, f: int) -> int:
-    """Fewest inputs `rule` accepts with f Byzantine ones (see swarm_worker.maths.robust)."""
-    if rule in ("mean", "weighted-mean"):
-        return 1
-    if rule in ("krum", "multi-krum"):
-        return 2 * f + 3
-    if rule == "bulyan":
-        return 4 * f + 3
-    return 2 * f + 1
-
-
-def feasible_rule(rule: str, n: int, f: int, bucket: int = 1) -> tuple[str, int]:
-    """The rule and f to use on n inputs: the spec's f lowered to what n allows; a rule that cannot
-    run on n inputs at all (Krum on 2) falls back to the coordinate-wise median, never to the mean.
-    With bucketing of size `bucket` the rule sees ceil(n / bucket) inputs."""
-    if rule in ("mean", "weighted-mean"):
-        return rule, 0  # no f to tolerate: these rules have breakdown point 0
-    n = math.ceil(n / bucket)
-    while f > 0 and n < rule_needs(rule, f):
-        f -= 1
-    if n < rule_needs(rule, f):
-        return "median", 0
-    return rule, f
+__all__ = ["deadline_for", "feasible_rule", "interior_quorum", "root_quorum", "rule_needs"]
 
 
 def deadline_for(level: int, height: int, round_deadline: float) -> float:
@@ -44,12 +22,16 @@ def deadline_for(level: int, height: int, round_deadline: float) -> float:
 def interior_quorum(spec: SwarmSpec, live_children: int) -> int:
     """Updates an interior aggregator needs to close at its deadline: the swarm's quorum fraction of
     its live children, and at least as many inputs as its rule needs to tolerate f (never a robust
-    rule over one input), but never more than it has live children (and at least one)."""
+    rule over one input), but never more than its live children less the f it tolerates, so up to f
+    silent or always-dropped children cannot stall its round (and at least one)."""
+    rule, f, bucket = spec.robustness.rule, spec.robustness.f, spec.bucket_size
+    spare = tolerated(rule, live_children, f, bucket)
     fraction = spec.quorum / spec.workers.replicas
-    needed = max(math.ceil(fraction * live_children), rule_needs(spec.robustness.rule, spec.robustness.f))
-    return max(1, min(live_children, needed))
+    needed = max(math.ceil(fraction * live_children), rule_needs(rule, spare))
+    return max(1, min(live_children - spare, needed))
 
 
 def root_quorum(spec: SwarmSpec, live_workers: int) -> int:
-    """Workers (summed over the root's children's updates) the root needs to close at its deadline."""
-    return min(spec.quorum, max(1, live_workers))
+    """Workers (summed over the root's children's updates) the root needs to close at its deadline:
+    `spec.quorum`, lowered to what f misbehaving children per aggregator still guarantee."""
+    return max(1, min(spec.quorum, spec.guaranteed_workers, live_workers))
