@@ -1,7 +1,7 @@
 """Benchmark the robust aggregation rules: milliseconds per GB of input, CPU and CUDA.
 
-    .venv/bin/python benchmarks/bench_aggregation.py                      # prints a markdown table
-    .venv/bin/python benchmarks/bench_aggregation.py --write benchmarks/results/aggregation.md
+    python -m benchmarks.bench_aggregation [--n 16 128] [--mib 64] [--f-fraction 0.2] [--repeats 3]
+        [--threads 1] [--no-write]
 
 Input: n updates of d float32 coordinates, Gaussian; by default two tables, n=16 (d=2^20) and
 n=128 (d=2^17), 64 MiB each, f = 0.2 n capped at (n-3)/4 for Bulyan (3 and 31). Each
@@ -9,7 +9,8 @@ entry is the best of --repeats timed calls after one warm-up; "ms/GB" divides by
 (n d 4 bytes), so rules are comparable across sizes. Baselines in the same run: `torch.median`
 (dim 0, the lower median), `torch.quantile(q=0.5)` (what byzfl uses), `torch.sort` then mean of the
 middle rows (the sort-based trimmed mean), and `torch.kthvalue` on the (n, d) layout. The default
-run takes about two minutes on 2 CPU cores, with one thread (--threads).
+run takes about two minutes on 2 CPU cores, with one thread (--threads). Writes
+benchmarks/results/aggregation.md (not with --no-write).
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 
+from benchmarks.common import start_run, write_result
 from swarm_worker.maths.robust import RULES, _kernels, aggregate
 from swarm_worker.maths.robust._kernels import ranked_mean
 
@@ -96,7 +97,7 @@ def run(n: int, d: int, f: int, repeats: int, devices: list[torch.device]) -> st
     return "\n".join(rows)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--n", type=int, nargs="+", default=[16, 128], help="numbers of updates, one table each"
@@ -107,8 +108,9 @@ def main() -> None:
     )
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per entry (best is kept)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    parser.add_argument("--write", type=Path, help="also write the tables and command to this file")
-    args = parser.parse_args()
+    parser.add_argument("--no-write", action="store_true", help="print only, leave results/aggregation.md")
+    args = parser.parse_args(argv)
+    run_info = start_run("benchmarks.bench_aggregation", argv)
     torch.set_num_threads(args.threads)
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     tables = []
@@ -118,20 +120,15 @@ def main() -> None:
         tables.append(run(n, d, f, args.repeats, devices))
     text = "\n\n".join(tables)
     print(text)
-    if args.write:
-        command = (
-            f".venv/bin/python benchmarks/bench_aggregation.py --n {' '.join(map(str, args.n))} "
-            f"--mib {args.mib} "
-            f"--f-fraction {args.f_fraction} --repeats {args.repeats} --threads {args.threads}"
-        )
-        gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU"
-        args.write.write_text(
-            f"# Robust aggregation: time per GB of input\n\n"
-            f"{args.mib} MiB of float32 input per table, best of {args.repeats}, torch {torch.__version__}, "
-            f"{args.threads} CPU thread(s) (CPU capability {torch.backends.cpu.get_cpu_capability()}){gpu}. "
-            f"The machine was shared with other jobs, so expect +-20% noise.\n\n"
-            f"Reproduce:\n\n    {command}\n\n{text}\n"
-        )
+    if args.no_write:
+        return
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
+    body = (
+        f"{args.mib} MiB of float32 input per table, best of {args.repeats} timed calls after one warm-up, "
+        f"{args.threads} CPU thread(s) (CPU capability {torch.backends.cpu.get_cpu_capability()}), {gpu}. "
+        "ms/GB = ms / (n d 4 bytes / 1e9). A rule that refuses n and f says why in the ms column.\n\n" + text
+    )
+    write_result("aggregation", "Robust aggregation: time per GB of input", run_info, body)
 
 
 if __name__ == "__main__":

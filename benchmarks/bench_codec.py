@@ -7,13 +7,13 @@ a dense MODEL of the same size (float32). "codec": every message is `encode`d by
 PUSH -> PULL with copy=False and `decode`d (with all its validation) by the receiver. "raw": the
 same frames, preallocated once, sent with send_multipart and received without decoding. Both
 modes run in one process (sender on the main thread, receiver on a thread), interleaved per
-repetition; the table gives medians and codec/raw throughput ratios.
+repetition; the table gives medians and codec/raw throughput ratios. Writes
+benchmarks/results/codec.md (not with --no-write).
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -22,7 +22,7 @@ from typing import Any
 import torch
 import zmq
 
-from benchmarks.common import markdown_table, median, write_result
+from benchmarks.common import markdown_table, median, start_run, write_result
 from swarm_worker.maths.compression import SparseVector, k_for
 from swarm_worker.protocol.codec import META_SCHEMA, Message, decode, encode
 
@@ -115,6 +115,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
+    run = start_run("benchmarks.bench_codec", argv)
     sparse_name = f"sparse update, {args.params:,} params at {args.ratio:g} (int32 + fp16)"
     cases = [
         (sparse_name, sparse_update(args.params, args.ratio), 200),
@@ -145,19 +146,20 @@ def main(argv: list[str] | None = None) -> None:
         rows,
     )  # fmt: skip
     print(table)
-    if not args.no_write:
-        command = "python -m benchmarks.bench_codec " + " ".join(sys.argv[1:] if argv is None else argv)
-        write_result(
-            "codec",
-            "Codec + ZeroMQ (PUSH/PULL, tcp loopback) vs raw ZeroMQ frames of the same bytes",
-            command.strip(),
-            table,
-            f"{args.repeats} repetitions per mode, interleaved, after one warm-up round; medians. codec = "
-            "encode -> send_multipart(copy=False) -> recv_multipart(copy=False) -> decode (full "
-            "validation: frame count, dtype, shape, nbytes, index bounds and order, finite values). "
-            "raw = the same frames preallocated, no encode or decode. Sender and receiver share one "
-            "process (receiver on a thread), so they also share the GIL and the 2 cores.",
-        )
+    if args.no_write:
+        return
+    body = (
+        table + f"\n\n{args.repeats} repetitions per mode, interleaved, after one warm-up round; medians. "
+        "codec = encode -> send_multipart(copy=False) -> recv_multipart(copy=False) -> decode (full "
+        "validation: frame count, dtype, shape, nbytes, index bounds and order, finite values). "
+        "raw = the same frames preallocated, no encode or decode. ratio = raw median time / codec "
+        "median time (1.00: the codec costs nothing); worst paired ratio = the smallest of one "
+        "repetition's pair. Sender and receiver share one process (receiver on a thread), so they "
+        "also share the GIL and the machine's cores."
+    )
+    write_result(
+        "codec", "Codec + ZeroMQ (PUSH/PULL, tcp loopback) vs raw ZeroMQ frames of the same bytes", run, body
+    )
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ per worker per step, so n workers move 2·(n-1) · model_bytes per step in all. 
 interface's byte counter (/proc/net/dev, `lo`) around the training loop is reported as a cross-check:
 it includes TCP/IP headers, gloo's own algorithm choice and any other loopback traffic on the machine.
 
-Prints one JSON line: {"steps_to_95": ..., "bytes_to_95": ..., ...}.
+Prints one JSON line: {"steps_to_95": ..., "bytes_to_95": ..., ...}; writes
+benchmarks/results/ddp.md (not with --no-write).
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ import argparse
 import json
 import os
 import socket
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -34,7 +34,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 
-from benchmarks.common import markdown_table, write_result
+from benchmarks.common import markdown_table, start_run, write_result
 from swarm_worker.training.tasks import batches, build_task, evaluate, initial_model, shard_indices
 
 BYTES_FORMULA = "bytes per step = n_workers * 2*(n-1)/n * model_bytes  (ring all-reduce of fp32 gradients)"
@@ -156,6 +156,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
+    run = start_run("benchmarks.ddp_baseline", argv)
     result = run_ddp_baseline(args.workers, args.target, args.max_steps, args.seed, args.eval_every)
     print(json.dumps(result), flush=True)
     if not args.no_write:
@@ -172,17 +173,14 @@ def main(argv: list[str] | None = None) -> None:
                 result["wall_s"],
             ]],
         )  # fmt: skip
-        command = "python -m benchmarks.ddp_baseline " + " ".join(sys.argv[1:] if argv is None else argv)
+        body = (
+            table + f"\n\n{BYTES_FORMULA}. The measured figure is the `lo` rx counter of /proc/net/dev "
+            "between two barriers around the training loop: it adds TCP/IP headers and gloo's own "
+            "protocol, and any other process's loopback traffic on this shared machine.\n\nJSON:\n\n"
+            "```json\n" + json.dumps(result) + "\n```"
+        )
         write_result(
-            "ddp",
-            f"DDP (gloo) baseline on digits: steps and bytes to {label}% test accuracy",
-            command.strip(),
-            table,
-            f"{BYTES_FORMULA}. The measured figure is the `lo` rx counter of /proc/net/dev between two "
-            "barriers around the training loop: it adds TCP/IP headers and gloo's own protocol, and any "
-            "other process's loopback traffic on this shared machine.\n\nJSON:\n\n```json\n"
-            + json.dumps(result)
-            + "\n```",
+            "ddp", f"DDP (gloo) baseline on digits: steps and bytes to {label}% test accuracy", run, body
         )
 
 

@@ -27,7 +27,7 @@ from collections import defaultdict
 import torch
 
 from benchmarks.byzsim import ATTACKS, Method, RunResult, SimConfig, mean_std, run
-from benchmarks.common import markdown_table, write_result
+from benchmarks.common import markdown_table, start_run, write_result
 from swarm_worker.training.tasks import TaskBundle, build_task
 
 METHODS: tuple[Method, ...] = (
@@ -157,6 +157,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="10 steps, 1 seed, print only: a smoke test")
     parser.add_argument("--no-write", action="store_true", help="print the tables, do not write the file")
     args = parser.parse_args()
+    run_info = start_run("benchmarks.karimireddy")
     if args.quick:
         args.steps, args.seeds = 10, 1
     torch.set_num_threads(1)
@@ -169,10 +170,6 @@ def main() -> None:
     print(f"\n{len(todo)} runs in {minutes:.1f} min", file=sys.stderr)
     if args.quick or args.no_write:
         return
-    command = (
-        f".venv/bin/python -m benchmarks.karimireddy --seeds {args.seeds} --steps {args.steps} "
-        f"--lr {args.lr} --processes {args.processes}"
-    )
     best = max(worst, key=lambda label: worst[label])
     settings = (
         "Settings: scikit-learn digits (1,438 train / 359 test, standardised), MLP 64-128-10; "
@@ -184,16 +181,15 @@ def main() -> None:
         f"{args.seeds} seeds (model init, data order, Byzantine samples, bucketing shuffle). "
         f"{len(todo)} runs took {minutes:.1f} min with {args.processes} processes.\n\n" + body
     )
-    notes = (
-        f"Best worst case over every attack and setting: {best} ({worst[best]:.1f}%). "
+    summary = (
+        f"\n\nBest worst case over every attack and setting: {best} ({worst[best]:.1f}%). "
         "† marks a cell with a run whose parameters became non-finite (scored 0)."
     )
     path = write_result(
         "karimireddy",
         "Karimireddy et al. (ICLR 2022) experiment 3 on digits: momentum and bucketing under attack",
-        command,
-        settings,
-        notes,
+        run_info,
+        settings + summary,
     )
     print(f"wrote {path}", file=sys.stderr)
 
