@@ -10,6 +10,7 @@ Pure: no torch, no zmq, no I/O beyond `load_manifest`, so the operator imports i
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Annotated, Any, Final, Literal, get_args
 
@@ -256,10 +257,11 @@ class SwarmSpec(_Section):
         """Inputs per bucket with the bucketing pre-aggregation (1 without it)."""
         return next((int(p.param or 2) for p in self.robustness.pre_aggregation if p.name == "bucketing"), 1)
 
-    @property
+    @functools.cached_property
     def guaranteed_workers(self) -> int:
         """Workers the root hears from per round with f misbehaving children at every aggregator
-        (swarm_contract.tolerance): the most a quorum can ask without an attacker stalling rounds."""
+        (swarm_contract.tolerance): the most a quorum can ask without an attacker stalling rounds.
+        Cached: the root's quorum check asks for it on every poll turn past the deadline."""
         tree = plan_tree(self.workers.replicas, self.topology.branching_factor)
         return guaranteed_workers(tree, self.robustness.rule, self.robustness.f, self.bucket_size)
 

@@ -101,6 +101,8 @@ class RoundState:
         self.reportable = {
             c: reportable(tree, c, reshuffle=spec.topology.reshuffle) for c in self.worker_count
         }
+        #: Whose counters a child may forward: its own and those of the nodes it may report on.
+        self.traffic_sources = {c: nodes | {c} for c, nodes in self.reportable.items()}
         rep = spec.robustness.reputation
         self.book = ReputationBook(rep.decay, rep.threshold, rep.quarantine_rounds)
         roles = {n.id: n.role for n in tree.nodes.values()}
@@ -176,7 +178,7 @@ class RoundState:
         self.invalid_records += self.subtree.merge(
             msg.meta["nodes"], allowed=allowed, current_round=self.round
         )
-        self.invalid_records += self.traffic.merge(msg.meta["traffic"], allowed | {child})
+        self.invalid_records += self.traffic.merge(msg.meta["traffic"], self.traffic_sources[child])
         if not self.pending:
             self.first_update_at = now
         self.pending[child] = update

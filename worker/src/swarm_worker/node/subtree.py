@@ -25,12 +25,16 @@ class SubtreeRecords:
         """Take the records of `entries` that are valid NodeRecords about a node in `allowed`, with
         `lastRound` <= `current_round`, the node's role, and a `parent` that may measure it; returns
         how many were refused (dropped one by one)."""
-        kept, invalid = valid_records(entries)
+        # Ids first (the codec checked every record's field types): records about nodes outside
+        # `allowed` are refused without paying for a model validation each (a flood is all such).
+        entries = list(entries)
+        about_allowed = [e for e in entries if e["id"] in allowed]
+        kept, invalid = valid_records(about_allowed)
+        invalid += len(entries) - len(about_allowed)
         for model in kept:
             measured_by = self.measurers.get(model.id, frozenset())
             if (
-                model.id not in allowed
-                or model.last_round > current_round
+                model.last_round > current_round
                 or model.parent not in measured_by
                 or model.role != self.roles.get(model.id)
             ):

@@ -30,6 +30,7 @@ class Traffic:
         MAX_INCARNATIONS per node (the newest), so made-up entries cannot grow the store. Returns
         how many entries were refused."""
         refused = 0
+        touched: set[str] = set()
         for node_id, inc, got, dense in entries:
             if allowed is not None and node_id not in allowed:
                 refused += 1
@@ -37,8 +38,10 @@ class Traffic:
             key = (str(node_id), int(inc))  # type: ignore[call-overload]
             old = self.known.get(key, (0, 0))
             self.known[key] = (max(old[0], int(got)), max(old[1], int(dense)))  # type: ignore[call-overload]
-            same_node = sorted(k for k in self.known if k[0] == key[0])
-            for stale in same_node[:-MAX_INCARNATIONS]:
+            touched.add(key[0])
+        # Pruned once per message, not per entry: a message of n entries costs O(n + store), not O(n x store).
+        for node_id in touched:
+            for stale in sorted(k for k in self.known if k[0] == node_id)[:-MAX_INCARNATIONS]:
                 del self.known[stale]
         return refused
 
