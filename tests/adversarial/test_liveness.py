@@ -24,7 +24,10 @@ from tests.integration.swarm_helpers import SwarmThread, manifest, trained_round
 
 pytestmark = [pytest.mark.integration]
 ROUNDS = 4
-DEADLINE_S = 1.0
+#: A worker that heard nothing for 2 x the deadline says HELLO; a HELLO crossing the next round's
+#: broadcast makes it re-send its update, which the root then drops as a (harmless) duplicate. With
+#: 1 s (a 2-s HELLO) that race happened under load in CI; 3 s leaves each round 3 s of slack.
+DEADLINE_S = 3.0
 #: How long round 0 may take once every honest worker sent it: 10 deadlines, ample on a loaded machine.
 STALL_S = 10 * DEADLINE_S
 
