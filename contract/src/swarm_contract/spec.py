@@ -62,9 +62,24 @@ class WorkerResources(_Section):
     gpus: Annotated[float, Field(ge=0)] = 0
 
 
+class AggregatorResources(_Section):
+    """Kubernetes resources of every aggregator pod and the root (ignored by `swarm run`, which runs
+    them on CPU). With gpus > 0 they run the robust rules and the outer step on their GPU."""
+
+    #: Empty: the same as `workers.resources.cpu`.
+    cpu: str = ""
+    #: Empty: the same as `workers.resources.memory`.
+    memory: str = ""
+    gpus: Annotated[float, Field(ge=0)] = 0
+
+
 class Workers(_Section):
     replicas: Annotated[int, Field(ge=1, le=1024)] = 8
     resources: WorkerResources = WorkerResources()
+    #: Where a worker trains: `cuda` (refused at start without a visible GPU), `cpu`, or `auto`:
+    #: CUDA when the process sees a GPU, else CPU. Aggregators and the root follow the same rule
+    #: with `topology.aggregatorResources` (without it they run on CPU).
+    device: Literal["auto", "cuda", "cpu"] = "auto"
 
 
 class Topology(_Section):
@@ -74,6 +89,7 @@ class Topology(_Section):
     #: Reassign workers to the bottom aggregators at random every round (from the public seed), so
     #: no fixed group of children can be captured by colluding workers round after round.
     reshuffle: bool = False
+    aggregator_resources: AggregatorResources = AggregatorResources()
 
 
 class Task(_Section):
@@ -123,6 +139,13 @@ class Training(_Section):
     seed: int = 0
     #: Evaluate test accuracy at the root every this many rounds (and always on the last).
     eval_every: Annotated[int, Field(ge=1)] = 1
+    #: Overlap compute and exchange: a worker trains the next round's local steps while its update is
+    #: in flight, and its update for round r+1 is computed from a model one round stale
+    #: (swarm_worker.training.pipeline has the maths).
+    pipeline: bool = False
+    #: Size each round's local steps to this worker's measured step time, so that its training fits
+    #: in half the round deadline (never more than `syncEvery`, never fewer than 1).
+    adaptive_steps: bool = False
 
 
 class Compression(_Section):
