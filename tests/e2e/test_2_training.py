@@ -72,6 +72,8 @@ class Run:
     most_live: dict[str, int] = field(default_factory=dict)
     watch_samples: int = 0
     seconds: float = 0.0
+    #: The job's NetworkPolicy as the apiserver stored it (created by the operator).
+    policy: dict[str, Any] = field(default_factory=dict)
 
 
 def _kill_and_wait_replacement(kube: Kube, node_id: str, run: Run) -> None:
@@ -112,6 +114,7 @@ def run(chart: Kube) -> Run:
     assert "swarmtraining.swarm.ncrsh.io/training created" in applied.stdout
     with PodWatch(kube, NAMESPACE, JOB) as watch:
         kube.wait_phase(NAMESPACE, JOB, {"Running"}, timeout=300)
+        out.policy = kube.get("networkpolicy", JOB, "-n", NAMESPACE) or {}
         kube.wait_round(NAMESPACE, JOB, 2, timeout=300)
         _kill_and_wait_replacement(kube, "worker-1", out)
         _kill_and_wait_replacement(kube, "agg-0", out)
@@ -200,13 +203,31 @@ def test_kubectl_logs_of_a_worker_show_its_progress(run: Run) -> None:
     assert len(lines) >= 5, run.worker_log[-2000:]
 
 
+def test_the_operator_created_the_jobs_network_policy(run: Run) -> None:
+    """Accepted by the apiserver as built: the data port only from the job's pods, the metrics port
+    only from the operator's namespace (this cluster's CNI does not enforce it; the data plane
+    authenticates peers itself)."""
+    spec = run.policy["spec"]
+    assert spec["podSelector"] == {"matchLabels": {"swarm.ncrsh.io/job": JOB}}
+    assert spec["policyTypes"] == ["Ingress"]
+    data, metrics = spec["ingress"]
+    assert data["from"] == [{"podSelector": {"matchLabels": {"swarm.ncrsh.io/job": JOB}}}]
+    assert [p["port"] for p in data["ports"]] == [5555]
+    assert [p["port"] for p in metrics["ports"]] == [9090]
+    operator_ns = metrics["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+    assert operator_ns != NAMESPACE
+    owner = run.policy["metadata"]["ownerReferences"][0]
+    assert owner["kind"] == "SwarmTraining"
+    assert owner["controller"] is True
+
+
 def test_deleting_the_resource_removes_everything_it_owned(chart: Kube, run: Run) -> None:
     chart.kubectl("delete", "swarmtraining", JOB, "-n", NAMESPACE, "--wait=true", timeout=180)
     selector = f"swarm.ncrsh.io/job={JOB}"
 
     def all_gone() -> bool:
         left = chart.kubectl(
-            "get", "pods,services,configmaps", "-n", NAMESPACE, "-l", selector, "-o", "name"
+            "get", "pods,services,configmaps,networkpolicies", "-n", NAMESPACE, "-l", selector, "-o", "name"
         ).stdout.split()
         return not left
 

@@ -176,9 +176,15 @@ def test_deployment_shape(helm: str) -> None:
     assert dep["spec"]["strategy"] == {"type": "Recreate"}
     (container,) = dep["spec"]["template"]["spec"]["containers"]
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
-    env = {e["name"]: e["value"] for e in container["env"]}
+    env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["SWARM_WATCH_NAMESPACES"] == "a,b"
     assert env["SWARM_HEALTH_PORT"] == "8080"
+    # The NetworkPolicy lets the operator's own pods, in its own namespace, read the swarm's /status.
+    assert env["SWARM_NETWORK_POLICY"] == "true"
+    selector = dep["spec"]["selector"]["matchLabels"]
+    assert env["SWARM_OPERATOR_POD_LABELS"] == ",".join(f"{k}={v}" for k, v in selector.items())
+    (ns_env,) = [e for e in container["env"] if e["name"] == "SWARM_OPERATOR_NAMESPACE"]
+    assert ns_env["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert dep["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
 

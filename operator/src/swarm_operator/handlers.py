@@ -6,10 +6,10 @@ Run it with `python -m swarm_operator` (reads Settings, then execs `kopf run`), 
         --liveness=http://0.0.0.0:8080/healthz
 
 - `swarm_pods`: an index of the swarm pods by (namespace, job), each reduced to a PodObservation.
-- `create_children` (create and resume): the headless Service, the ConfigMap and, on first
-  creation only, every pod of the tree. Creating what exists is a no-op (409), so an operator that
-  restarts mid-creation adds nothing twice; on resume of a started job, missing pods are left to
-  the restart logic and its budget.
+- `create_children` (create and resume): the headless Service, the ConfigMap, the NetworkPolicy
+  (unless turned off) and, on first creation only, every pod of the tree. Creating what exists is
+  a no-op (409), so an operator that restarts mid-creation adds nothing twice; on resume of a
+  started job, missing pods are left to the restart logic and its budget.
 - `keep_swarm` (a daemon per SwarmTraining, one tick every `sync_interval_seconds`): reads the
   pods and the root's /status, calls `reconcile`, patches status, replaces pods, emits events,
   deletes the job once its TTL after finishing ran out. All state it needs is in the status.
@@ -40,6 +40,7 @@ from swarm_operator.builders import (
     tree_of,
 )
 from swarm_operator.crdgen import PLURAL
+from swarm_operator.netpol import build_network_policy
 from swarm_operator.observe import (
     PodObservation,
     fetch_root_status,
@@ -72,6 +73,7 @@ def configure(*, settings: kopf.OperatorSettings, memo: kopf.Memo, logger: Logge
         config.load_kube_config()  # type: ignore[no-untyped-call]
     memo.core = client.CoreV1Api()
     memo.custom = client.CustomObjectsApi()
+    memo.networking = client.NetworkingV1Api()
     metrics.serve(ours.metrics_port)
     logger.info("swarm-operator settings: %s", ours)
 
@@ -138,6 +140,10 @@ def create_children(
     core: client.CoreV1Api = memo.core
     _create(core.create_namespaced_service, namespace, build_service(parsed, body))
     _create(core.create_namespaced_config_map, namespace, build_configmap(parsed, body))
+    if memo.settings.network_policy:
+        networking: client.NetworkingV1Api = memo.networking
+        policy = build_network_policy(parsed, body, memo.settings)
+        _create(networking.create_namespaced_network_policy, namespace, policy)
     if status.get("startTime"):
         return  # started before: missing pods are the restart logic's (and budget's) business
     existing = _pods_of(index, namespace, name, str(body.metadata.uid))

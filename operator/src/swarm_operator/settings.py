@@ -44,6 +44,16 @@ class Settings:
     pod_service_account: str = ""
     #: Runtime class of GPU pods (e.g. `nvidia`); empty leaves the node's default.
     gpu_runtime_class: str = ""
+    #: Create a NetworkPolicy per SwarmTraining (swarm_operator.netpol): the data port only from the
+    #: job's pods, the metrics port only from the operator and `monitoring_namespaces`.
+    network_policy: bool = True
+    #: The operator's own namespace (the chart sets it from the pod); empty when it runs outside the
+    #: cluster, and then the metrics port stays open to every source.
+    operator_namespace: str = ""
+    #: Labels of the operator's pods, `key=value` comma-separated, allowed on the metrics port.
+    operator_pod_labels: tuple[str, ...] = ()
+    #: Namespaces (comma-separated) whose pods may scrape the swarm pods' metrics port (Prometheus).
+    monitoring_namespaces: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -57,7 +67,9 @@ class Settings:
             raw = env[name].strip()
             default = getattr(cls, f.name)
             try:
-                if isinstance(default, tuple):
+                if isinstance(default, bool):  # before int: a bool is an int
+                    values[f.name] = _boolean(raw)
+                elif isinstance(default, tuple):
                     values[f.name] = tuple(p.strip() for p in raw.split(",") if p.strip())
                 elif isinstance(default, int):
                     values[f.name] = int(raw)
@@ -83,8 +95,20 @@ class Settings:
             raise SettingsError(f"{ENV['node_lost_seconds']} must not be negative")
         if self.max_status_nodes < 1:
             raise SettingsError(f"{ENV['max_status_nodes']} must be at least 1")
+        for label in self.operator_pod_labels:
+            if "=" not in label:
+                raise SettingsError(f"{ENV['operator_pod_labels']}: {label!r} is not key=value")
         if self.image_pull_policy not in ("Always", "IfNotPresent", "Never"):
             raise SettingsError(f"{ENV['image_pull_policy']}={self.image_pull_policy!r}: not a pull policy")
+
+
+def _boolean(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("true", "1", "yes"):
+        return True
+    if value in ("false", "0", "no", ""):
+        return False
+    raise ValueError(raw)
 
 
 #: Env var of each setting.
@@ -100,6 +124,10 @@ ENV: dict[str, str] = {
     "image_pull_policy": "SWARM_IMAGE_PULL_POLICY",
     "pod_service_account": "SWARM_POD_SERVICE_ACCOUNT",
     "gpu_runtime_class": "SWARM_GPU_RUNTIME_CLASS",
+    "network_policy": "SWARM_NETWORK_POLICY",
+    "operator_namespace": "SWARM_OPERATOR_NAMESPACE",
+    "operator_pod_labels": "SWARM_OPERATOR_POD_LABELS",
+    "monitoring_namespaces": "SWARM_MONITORING_NAMESPACES",
 }
 
 
