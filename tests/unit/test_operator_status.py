@@ -166,7 +166,14 @@ def test_healthy_running_tick_writes_progress_and_no_actions() -> None:
         "4/4",
     )
     conditions = {c["type"]: c["status"] for c in s["conditions"]}
-    assert conditions == {"Running": "True", "PodsReady": "True", "PodsStuck": "False", "Restarting": "False"}
+    assert conditions == {
+        "Running": "True",
+        "PodsReady": "True",
+        "PodsStuck": "False",
+        "Restarting": "False",
+        "Progressing": "True",
+    }
+    assert s["roundChangedAt"] == iso(NOW)
     assert [(e.type, e.reason) for e in actions.events] == [("Normal", "Running")]
 
 

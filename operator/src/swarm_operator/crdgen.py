@@ -166,6 +166,11 @@ def status_schema() -> dict[str, Any]:
             "observedGeneration": {"type": "integer", "format": "int64"},
             "startTime": {"type": "string", "format": "date-time"},
             "completionTime": {"type": "string", "format": "date-time"},
+            "roundChangedAt": {
+                "type": "string",
+                "format": "date-time",
+                "description": "When `round` last changed; a round still for too long is a stall.",
+            },
             **_progress_schema(),
             "workers": {"type": "integer", "description": "Worker pods wanted."},
             "readyWorkers": {"type": "integer"},

@@ -21,6 +21,7 @@ from swarm_operator.builders import creation_order
 from swarm_operator.observe import PodObservation
 from swarm_operator.restarts import RestartBook, decide_node, iso, parse_iso
 from swarm_operator.settings import Settings
+from swarm_operator.stall import check_progress
 from swarm_operator.status import (
     TERMINAL_PHASES,
     condition,
@@ -130,6 +131,12 @@ def reconcile(
         events.append(Event("Normal", "Running", "the root is training"))
 
     patch.update(progress(root))
+    moving = check_progress(
+        spec, status, root.round if root is not None else None, running=phase == "Running", now=now
+    )
+    patch.update(moving.status)
+    if moving.stalled is not None and _condition_status(status, "Progressing") != "False":
+        events.append(Event("Warning", "RoundStalled", moving.stalled))
     patch.update(counts(tree, pods))
     patch.update(book.to_status(status))
     nodes, omitted = node_entries(
@@ -138,7 +145,11 @@ def reconcile(
     patch["nodes"] = nodes
     patch["nodesOmitted"] = omitted
     patch["conditions"] = merge_conditions(
-        status.get("conditions") or [], _conditions(phase, reason, message, tree, pods, book, now, generation)
+        status.get("conditions") or [],
+        [
+            *_conditions(phase, reason, message, tree, pods, book, now, generation),
+            _progressing(phase, moving.stalled, now, generation),
+        ],
     )
     seen = set()
     unique_deletes = []
@@ -154,6 +165,20 @@ def reconcile(
         events=tuple(events),
         delete_job=phase in TERMINAL_PHASES and ttl_expired(spec, done_status, now),
     )
+
+
+def _condition_status(status: Mapping[str, Any], type_: str) -> str | None:
+    return next(
+        (str(c.get("status")) for c in status.get("conditions") or [] if c.get("type") == type_), None
+    )
+
+
+def _progressing(phase: str, stalled: str | None, now: datetime, generation: int) -> dict[str, Any]:
+    if phase in TERMINAL_PHASES:
+        return condition("Progressing", False, "Finished", f"job {phase}", now, generation)
+    if stalled is not None:
+        return condition("Progressing", False, "RoundStalled", stalled, now, generation)
+    return condition("Progressing", True, "RoundAdvancing", "rounds are closing", now, generation)
 
 
 def _conditions(
