@@ -20,11 +20,13 @@ KUBE_VERSION = "1.31.0"
 
 
 def _values() -> dict[str, Any]:
-    return yaml.safe_load((CHART / "values.yaml").read_text())
+    values: dict[str, Any] = yaml.safe_load((CHART / "values.yaml").read_text())
+    return values
 
 
 def _schema() -> dict[str, Any]:
-    return json.loads((CHART / "values.schema.json").read_text())
+    schema: dict[str, Any] = json.loads((CHART / "values.schema.json").read_text())
+    return schema
 
 
 def test_every_value_has_a_comment_above_it() -> None:
@@ -207,3 +209,17 @@ def test_schema_rejects_unknown_values(helm: str) -> None:
     with pytest.raises(subprocess.CalledProcessError) as e:
         _template(helm, "operator.syncIntervalSecond=3")
     assert "syncIntervalSecond" in e.value.stderr
+
+
+def test_gpu_resource_names_reach_the_operator(helm: str) -> None:
+    docs = _template(helm, "operator.sharedGpuResourceName=nvidia.com/gpu.shared")
+    (dep,) = [d for d in docs if d["kind"] == "Deployment"]
+    env = {e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["SWARM_GPU_RESOURCE_NAME"] == "nvidia.com/gpu"
+    assert env["SWARM_SHARED_GPU_RESOURCE_NAME"] == "nvidia.com/gpu.shared"
+
+
+def test_schema_rejects_a_gpu_resource_without_a_domain(helm: str) -> None:
+    with pytest.raises(subprocess.CalledProcessError) as e:
+        _template(helm, "operator.sharedGpuResourceName=gpu")
+    assert "sharedGpuResourceName" in e.value.stderr

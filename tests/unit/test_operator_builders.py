@@ -20,7 +20,7 @@ from swarm_operator.builders import (
     tree_of,
 )
 from swarm_operator.resources import GPU_RESOURCE, cpu_threads, gpu_resources
-from swarm_operator.settings import Settings
+from swarm_operator.settings import Settings, SettingsError
 
 OWNER = {
     "apiVersion": "swarm.ncrsh.io/v1alpha1",
@@ -190,6 +190,114 @@ def test_gpu_requests_equal_limits(
 )
 def test_gpu_resources(gpus: float, expected: dict[str, str]) -> None:
     assert gpu_resources(gpus) == (expected, expected)
+
+
+SHARED = "nvidia.com/gpu.shared"
+
+
+@pytest.mark.parametrize(
+    ("gpus", "expected"),
+    [
+        (0, {}),
+        (0.5, {SHARED: "1"}),
+        (0.999, {SHARED: "1"}),
+        (1, {"example.com/gpu": "1"}),
+        (2.5, {"example.com/gpu": "3"}),
+    ],
+    ids=["none", "half", "almost-one", "one", "two-and-a-half"],
+)
+def test_fractions_ask_for_one_shared_replica_and_whole_gpus_for_devices(
+    gpus: float, expected: dict[str, str]
+) -> None:
+    assert gpu_resources(gpus, "example.com/gpu", SHARED) == (expected, expected)
+
+
+@pytest.mark.parametrize(
+    ("gpus", "resource", "count"),
+    [(0.5, SHARED, "1"), (0.25, SHARED, "1"), (2, GPU_RESOURCE, "2")],
+    ids=["half", "quarter", "two-whole"],
+)
+def test_resource_names_come_from_the_settings(gpus: float, resource: str, count: str) -> None:
+    settings = Settings(shared_gpu_resource_name=SHARED)
+    pod = _pod(_spec(workers={"resources": {"gpus": gpus}}), "worker-0", settings)
+    resources = pod["spec"]["containers"][0]["resources"]
+    gpu_keys = {k for k in resources["limits"] if "gpu" in k}
+    assert gpu_keys == {resource}
+    assert resources["requests"][resource] == resources["limits"][resource] == count
+
+
+@pytest.mark.parametrize(
+    ("aggregator", "node_id", "requests", "limits", "fraction"),
+    [
+        ({}, "root", {"cpu": "2", "memory": "4Gi"}, {"memory": "4Gi"}, None),
+        ({"cpu": "500m"}, "agg-0", {"cpu": "500m", "memory": "4Gi"}, {"memory": "4Gi"}, None),
+        (
+            {"cpu": "4", "memory": "16Gi", "gpus": 1},
+            "root",
+            {"cpu": "4", "memory": "16Gi", GPU_RESOURCE: "1"},
+            {"memory": "16Gi", GPU_RESOURCE: "1"},
+            None,
+        ),
+        (
+            {"gpus": 0.5},
+            "agg-1",
+            {"cpu": "2", "memory": "4Gi", SHARED: "1"},
+            {"memory": "4Gi", SHARED: "1"},
+            "0.5",
+        ),
+        (
+            {"cpu": "8", "gpus": 1},
+            "worker-3",
+            {"cpu": "2", "memory": "4Gi", SHARED: "1"},
+            {"memory": "4Gi", SHARED: "1"},
+            "0.25",
+        ),
+    ],
+    ids=[
+        "root-takes-workers",
+        "aggregator-own-cpu",
+        "root-whole-gpu",
+        "aggregator-half-gpu",
+        "worker-unaffected",
+    ],
+)
+def test_aggregator_resources(
+    aggregator: dict[str, Any],
+    node_id: str,
+    requests: dict[str, str],
+    limits: dict[str, str],
+    fraction: str | None,
+) -> None:
+    spec = _spec(
+        workers={"resources": {"cpu": "2", "memory": "4Gi", "gpus": 0.25}},
+        topology={"aggregatorResources": aggregator},
+    )
+    settings = Settings(shared_gpu_resource_name=SHARED, gpu_runtime_class="nvidia")
+    pod = _pod(spec, node_id, settings)
+    container = pod["spec"]["containers"][0]
+    assert container["resources"] == {"requests": requests, "limits": limits}
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env.get("SWARM_GPU_FRACTION") == fraction
+    assert env["OMP_NUM_THREADS"] == str(cpu_threads(requests["cpu"]))
+    has_gpu = any("gpu" in k for k in limits)
+    assert ("runtimeClassName" in pod["spec"]) == has_gpu
+    assert ("annotations" in pod["metadata"]) == has_gpu
+
+
+@pytest.mark.parametrize(
+    "name", ["gpu", "nvidia.com/", "/gpu", "Nvidia.com/gpu", "nvidia.com/gpu shared"], ids=str
+)
+def test_a_bad_gpu_resource_name_is_refused(name: str) -> None:
+    with pytest.raises(SettingsError, match="SWARM_SHARED_GPU_RESOURCE_NAME"):
+        Settings.from_env({"SWARM_SHARED_GPU_RESOURCE_NAME": name})
+
+
+def test_gpu_resource_names_from_the_environment() -> None:
+    settings = Settings.from_env(
+        {"SWARM_GPU_RESOURCE_NAME": "amd.com/gpu", "SWARM_SHARED_GPU_RESOURCE_NAME": SHARED}
+    )
+    assert (settings.gpu_resource_name, settings.shared_gpu_resource_name) == ("amd.com/gpu", SHARED)
+    assert (Settings().gpu_resource_name, Settings().shared_gpu_resource_name) == (GPU_RESOURCE, GPU_RESOURCE)
 
 
 def test_cpu_and_memory_from_spec() -> None:

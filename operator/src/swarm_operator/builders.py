@@ -31,7 +31,15 @@ from swarm_contract.labels import (
 from swarm_contract.manifest import spec_to_dict
 from swarm_contract.spec import API_GROUP, API_VERSION, KIND, SwarmSpec
 from swarm_contract.topology import ROOT_ID, Tree, TreeNode, plan_tree
-from swarm_operator.resources import cpu_threads, gpu_resources, http_probe, node_lost_tolerations
+from swarm_operator.resources import (
+    PodShape,
+    cpu_threads,
+    gpu_fraction,
+    gpu_resources,
+    http_probe,
+    node_lost_tolerations,
+    pod_shape,
+)
 from swarm_operator.settings import Settings
 
 MANIFEST_DIR = "/etc/swarm"
@@ -134,8 +142,8 @@ def checkpoint_claim(spec: SwarmSpec) -> str:
     return str(getattr(spec.checkpoint, "claim_name", "") or "")
 
 
-def _env(spec: SwarmSpec, job: str, node: TreeNode) -> list[dict[str, Any]]:
-    threads = str(cpu_threads(spec.workers.resources.cpu))
+def _env(spec: SwarmSpec, job: str, node: TreeNode, shape: PodShape) -> list[dict[str, Any]]:
+    threads = str(cpu_threads(shape.cpu))
     env: list[dict[str, Any]] = [
         {"name": "SWARM_JOB", "value": job},
         {"name": "SWARM_NODE_ID", "value": node.id},
@@ -149,9 +157,10 @@ def _env(spec: SwarmSpec, job: str, node: TreeNode) -> list[dict[str, Any]]:
     ]
     if node.role == "root":
         env.append({"name": "SWARM_CHECKPOINT_DIR", "value": checkpoint_dir(spec)})
-    gpus = spec.workers.resources.gpus
-    if node.role == "worker" and 0 < gpus < 1:
-        env.append({"name": "SWARM_GPU_FRACTION", "value": f"{gpus:g}"})
+    fraction = gpu_fraction(shape.gpus)
+    if fraction is not None:
+        # node/device.py caps the process's CUDA memory at this share: time-slicing isolates none.
+        env.append({"name": "SWARM_GPU_FRACTION", "value": f"{fraction:g}"})
     return env
 
 
@@ -179,26 +188,32 @@ def _volumes(spec: SwarmSpec, job: str, node: TreeNode) -> tuple[list[dict[str, 
 def build_pod(
     spec: SwarmSpec, owner: Body, node: TreeNode, settings: Settings | None = None
 ) -> dict[str, Any]:
-    """The pod of one tree node; `restartPolicy: Never` because the operator replaces it."""
+    """The pod of one tree node; `restartPolicy: Never` because the operator replaces it.
+
+    Workers take `workers.resources`, aggregators and the root `topology.aggregatorResources`
+    (resources.pod_shape); GPUs come as the settings' whole or shared resource name (docs/gpu.md).
+    """
     settings = settings or Settings()
     job, namespace = job_name(owner), job_namespace(owner)
-    res = spec.workers.resources
-    requests = {"cpu": res.cpu, "memory": res.memory}
-    limits = {"memory": res.memory}
+    shape = pod_shape(spec, node.role)
+    requests = {"cpu": shape.cpu, "memory": shape.memory}
+    limits = {"memory": shape.memory}
     annotations: dict[str, str] = {}
-    is_gpu = node.role == "worker" and res.gpus > 0
+    is_gpu = shape.gpus > 0
     if is_gpu:
-        gpu_requests, gpu_limits = gpu_resources(res.gpus)
+        gpu_requests, gpu_limits = gpu_resources(
+            shape.gpus, settings.gpu_resource_name, settings.shared_gpu_resource_name
+        )
         requests.update(gpu_requests)
         limits.update(gpu_limits)
-        annotations[GPU_FRACTION_ANNOTATION] = f"{res.gpus:g}"
+        annotations[GPU_FRACTION_ANNOTATION] = f"{shape.gpus:g}"
     volumes, mounts = _volumes(spec, job, node)
     container = {
         "name": CONTAINER_NAME,
         "image": spec.image,
         "imagePullPolicy": settings.image_pull_policy,
         "command": node_command(spec, job, namespace, node),
-        "env": _env(spec, job, node),
+        "env": _env(spec, job, node, shape),
         "ports": [
             {"name": "data", "containerPort": spec.network.data_port, "protocol": "TCP"},
             {"name": "metrics", "containerPort": spec.network.metrics_port, "protocol": "TCP"},

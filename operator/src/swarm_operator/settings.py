@@ -7,8 +7,14 @@ in `ENV` (values.yaml `operator.*`). Nothing is read at import time: call `Setti
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+
+#: An extended resource's name: a DNS domain, a slash, a name (`nvidia.com/gpu`, `nvidia.com/gpu.shared`).
+EXTENDED_RESOURCE_NAME = re.compile(
+    r"(?:[a-z0-9](?:[-a-z0-9]*[a-z0-9])?\.)+[a-z0-9](?:[-a-z0-9]*[a-z0-9])?/[A-Za-z0-9](?:[-A-Za-z0-9_.]*[A-Za-z0-9])?"
+)
 
 
 class SettingsError(ValueError):
@@ -44,6 +50,12 @@ class Settings:
     pod_service_account: str = ""
     #: Runtime class of GPU pods (e.g. `nvidia`); empty leaves the node's default.
     gpu_runtime_class: str = ""
+    #: Extended resource a pod requests `ceil(gpus)` of when its `gpus` is 1 or more (whole devices).
+    gpu_resource_name: str = "nvidia.com/gpu"
+    #: Extended resource a pod requests one of when its `gpus` is a fraction: a replica of a GPU the
+    #: NVIDIA device plugin shares by time-slicing or MPS (docs/gpu.md). `nvidia.com/gpu.shared` when
+    #: the plugin's `renameByDefault` is on; the default suits `renameByDefault: false`.
+    shared_gpu_resource_name: str = "nvidia.com/gpu"
     #: Create a NetworkPolicy per SwarmTraining (swarm_operator.netpol): the data port only from the
     #: job's pods, the metrics port only from the operator and `monitoring_namespaces`.
     network_policy: bool = True
@@ -98,6 +110,9 @@ class Settings:
         for label in self.operator_pod_labels:
             if "=" not in label:
                 raise SettingsError(f"{ENV['operator_pod_labels']}: {label!r} is not key=value")
+        for name in ("gpu_resource_name", "shared_gpu_resource_name"):
+            if not EXTENDED_RESOURCE_NAME.fullmatch(getattr(self, name)):
+                raise SettingsError(f"{ENV[name]}={getattr(self, name)!r}: not a domain/name resource name")
         if self.image_pull_policy not in ("Always", "IfNotPresent", "Never"):
             raise SettingsError(f"{ENV['image_pull_policy']}={self.image_pull_policy!r}: not a pull policy")
 
@@ -124,6 +139,8 @@ ENV: dict[str, str] = {
     "image_pull_policy": "SWARM_IMAGE_PULL_POLICY",
     "pod_service_account": "SWARM_POD_SERVICE_ACCOUNT",
     "gpu_runtime_class": "SWARM_GPU_RUNTIME_CLASS",
+    "gpu_resource_name": "SWARM_GPU_RESOURCE_NAME",
+    "shared_gpu_resource_name": "SWARM_SHARED_GPU_RESOURCE_NAME",
     "network_policy": "SWARM_NETWORK_POLICY",
     "operator_namespace": "SWARM_OPERATOR_NAMESPACE",
     "operator_pod_labels": "SWARM_OPERATOR_POD_LABELS",

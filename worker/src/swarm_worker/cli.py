@@ -6,6 +6,7 @@
 A user's mistake (bad manifest, bad option) prints one line naming the field and exits with 2.
 Stopped by a signal, both commands exit with 128 + the signal's number (SIGTERM: 143); `swarm run`
 first stops every node process it started.
+Every `swarm node` logs one line with its peak memory as it exits (node/peak_memory.py).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 from swarm_contract.manifest import Manifest, load_manifest
 from swarm_contract.spec import SpecError
 from swarm_worker.simulation.byzantine import plan_for
-from swarm_worker.training.tasks import TaskError, resolve_task
+from swarm_worker.training.tasks import TaskError, resolve_task, task_metric
 
 EXIT_USAGE = 2
 #: Signals that ask `swarm node` to stop. In a pod the node is PID 1, where a signal without a
@@ -108,6 +109,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from swarm_worker.local.launcher import LocalSwarm, SwarmFailedError, SwarmInterruptedError
+    from swarm_worker.local.placement import describe
     from swarm_worker.local.report import print_summary, progress_line, summarize, write_outputs
 
     manifest = _with_rounds(load_manifest(args.manifest), args.rounds)
@@ -126,11 +128,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"rule {spec.robustness.rule}, output {output}"
     )
     swarm = LocalSwarm(manifest, output, threads=args.threads)
+    placed = describe(swarm.gpu_plan, swarm.gpus)
+    if placed is not None:
+        console.print(f"GPUs: {placed}", soft_wrap=True)
     rounds = spec.training.rounds
+    metric = task_metric(spec.task.name)  # perplexity for a language model
 
     def on_round(line: dict[str, Any]) -> None:
         if not args.quiet:
-            console.print(progress_line(line, rounds), soft_wrap=True)
+            console.print(progress_line(line, rounds, metric), soft_wrap=True)
 
     try:
         result = swarm.run(on_round)
@@ -149,7 +155,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         return 130
     lines = swarm.metrics_lines()
-    summary = summarize(result, lines)
+    summary = summarize(result, lines, metric)
     write_outputs(output, summary, lines)
     print_summary(console, summary)
     console.print(f"wrote {output / 'summary.json'}, {output / 'metrics.jsonl'}, {output / 'curves.png'}")
@@ -191,11 +197,20 @@ def cmd_node(args: argparse.Namespace) -> int:
 
 
 def _run_node(args: argparse.Namespace, stop_requested: threading.Event) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        return _serve_node(args, stop_requested)
+    finally:
+        from swarm_worker.node.peak_memory import peak_memory_line
+
+        logging.getLogger("swarm").info("%s", peak_memory_line(args.node_id))
+
+
+def _serve_node(args: argparse.Namespace, stop_requested: threading.Event) -> int:
     import torch
 
     from swarm_worker.node.runtime import NodeRuntime, NodeSettings
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
     manifest = load_manifest(args.manifest)

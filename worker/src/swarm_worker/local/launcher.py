@@ -4,7 +4,7 @@ Every node of the planned tree is a real `swarm node` process (its own ZeroMQ so
 metrics server), started with the argv a pod runs (swarm_contract.command.node_argv). The launcher
 restarts a process that dies before the root finished, with the spec's backoff and budgets
 (swarm_contract.restarts, exactly as the operator replaces pods); it follows the root's
-`metrics.jsonl` for progress and ends when the root exits.
+`metrics.jsonl` for progress and ends when the root exits. GPUs: local/placement.py.
 
 The launcher owns its node processes. On SIGTERM, SIGINT or SIGHUP `run` stops them all (SIGTERM,
 then SIGKILL after TERMINATE_GRACE_S) and raises SwarmInterruptedError (`swarm run` exits 128 +
@@ -42,6 +42,7 @@ from swarm_contract.manifest import Manifest, spec_to_dict
 from swarm_contract.restarts import decide_restart
 from swarm_contract.spec import API_GROUP, API_VERSION, KIND
 from swarm_contract.topology import TreeNode, plan_tree
+from swarm_worker.local.placement import local_gpus, node_environ, plan_local_gpus
 from swarm_worker.local.ports import free_ports
 
 POLL_S = 0.2
@@ -110,6 +111,9 @@ class LocalSwarm:
         self.output = output
         self.host = host
         self.tree = plan_tree(self.spec.workers.replicas, self.spec.topology.branching_factor)
+        #: This machine's GPUs, and each node that computes on CUDA: its GPUs and share (placement.py).
+        self.gpus = local_gpus()
+        self.gpu_plan = plan_local_gpus(self.spec, self.tree, self.gpus)
         output.mkdir(parents=True, exist_ok=True)
         (output / "logs").mkdir(exist_ok=True)
         self.manifest_path = output / "manifest.yaml"
@@ -154,6 +158,8 @@ class LocalSwarm:
         # Children import the same sources as this process, whatever the venv's editable install says.
         pythonpath = os.pathsep.join(filter(None, [*SOURCE_ROOTS, os.environ.get("PYTHONPATH")]))
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": pythonpath}
+        if np_.node.id in self.gpu_plan:
+            env = node_environ(env, self.gpu_plan[np_.node.id], self.gpus)
         with np_.log_path.open("ab") as log:
             np_.proc = subprocess.Popen(
                 np_.argv,

@@ -16,6 +16,11 @@ Two selectors:
   from a random sample, keep every coordinate above a slightly lower threshold, and trim the
   (small) candidate set to exactly the top k. One pass over d plus work on ~1.2 k items; the same
   indices as `exact` (up to ties) and >20x faster on CPU at d = 10M, k = 1% (benchmarks/bench_topk.py).
+
+Devices: everything runs on the update's device (a worker training on CUDA keeps its residual and
+selects its top-k there); the compressor hands back its SparseVector on the host, so the k values and
+their indices are all that crosses to the CPU for the wire. The sampled selector draws its sample on
+the CPU from its own generator whatever the device, so it picks the same threshold on every device.
 """
 
 from __future__ import annotations
@@ -44,6 +49,17 @@ class SparseVector:
     indices: torch.Tensor
     values: torch.Tensor
     numel: int
+
+    @property
+    def device(self) -> torch.device:
+        return self.values.device
+
+    def to(self, device: torch.device | str) -> SparseVector:
+        """The same vector with its indices and values on `device` (itself when already there)."""
+        target = torch.device(device)
+        if self.indices.device == target and self.values.device == target:
+            return self
+        return SparseVector(indices=self.indices.to(target), values=self.values.to(target), numel=self.numel)
 
     def to_dense(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         out = torch.zeros(self.numel, dtype=dtype, device=self.values.device)
@@ -96,11 +112,18 @@ def topk_sampled(
     if d <= 4 * sample_size or k * 4 >= d:
         return topk_exact(vec, k)
     flat = vec.detach().reshape(-1)
-    sample_idx = torch.randint(0, d, (sample_size,), generator=generator, device=flat.device)
+    # Drawn on the CPU (a CPU generator cannot draw on CUDA), so every device sees the same sample.
+    sample_idx = torch.randint(0, d, (sample_size,), generator=generator)
     fast = flat.device.type == "cpu" and flat.dtype in (torch.float32, torch.float64, torch.float16)
     if fast:
         return _topk_sampled_numpy(flat.contiguous().numpy(), k, sample_idx.numpy(), margin)
-    # Any device, any dtype: the same steps in torch.
+    return _topk_sampled_torch(flat, k, sample_idx.to(flat.device), margin)
+
+
+def _topk_sampled_torch(flat: torch.Tensor, k: int, sample_idx: torch.Tensor, margin: float) -> torch.Tensor:
+    """`topk_sampled` in torch on `flat`'s device, any dtype (on CUDA: one pass of |v| >= t over d,
+    then the exact selection on ~margin·k candidates); the same steps as the numpy path."""
+    d, sample_size = flat.numel(), sample_idx.numel()
     sample_mags = torch.sort(flat[sample_idx].abs().float(), descending=True).values
     for scale in (margin, 2 * margin):
         keep = min(sample_size, max(1, math.ceil(scale * k * sample_size / d)))
@@ -108,7 +131,7 @@ def topk_sampled(
         if candidates.numel() >= k:
             chosen = torch.topk(flat[candidates].abs(), k, sorted=False).indices
             return torch.sort(candidates[chosen]).values
-    return topk_exact(vec, k)
+    return topk_exact(flat, k)
 
 
 _CHUNK = 1 << 18  # elements per numpy pass: 1 MiB of float32, comfortably inside L2
@@ -184,7 +207,12 @@ def dense_to_sparse(vec: torch.Tensor, value_dtype: torch.dtype = torch.float32)
 
 
 class ErrorFeedbackCompressor:
-    """Top-k with a residual carried across rounds; one per worker (its state is the residual)."""
+    """Top-k with a residual carried across rounds; one per worker (its state is the residual).
+
+    The residual lives on the device of the updates (allocated at the first one, so a worker on CUDA
+    never holds a d-sized CPU copy); what `compress` and `compress_on_support` return is on the CPU,
+    ready for the codec.
+    """
 
     def __init__(
         self,
@@ -200,8 +228,24 @@ class ErrorFeedbackCompressor:
         self.value_dtype = value_dtype
         self.selector = selector
         self.error_feedback = error_feedback
-        self.residual = torch.zeros(numel)
+        self.numel = numel
+        self._residual: torch.Tensor | None = None
         self._generator = torch.Generator().manual_seed(seed)
+
+    @property
+    def residual(self) -> torch.Tensor:
+        """e (d,) fp32: what was not sent yet (zeros before the first update, on the CPU)."""
+        return torch.zeros(self.numel) if self._residual is None else self._residual
+
+    def _accumulate(self, update: torch.Tensor) -> torch.Tensor:
+        """a = Δ + e on Δ's device: a new tensor, never `update` itself."""
+        if not self.error_feedback:
+            return update.clone()
+        if self._residual is None:
+            self._residual = torch.zeros(self.numel, device=update.device)
+        elif self._residual.device != update.device:
+            self._residual = self._residual.to(update.device)
+        return update + self._residual
 
     def compress_on_support(
         self, update: torch.Tensor, support: torch.Tensor
@@ -209,26 +253,27 @@ class ErrorFeedbackCompressor:
         """Send `update` + residual on the announced `support` (int64, ascending) instead of on its
         own top-k, and vote (one vote each) for the k coordinates of largest remaining residual:
         (values on the support, votes). See swarm_worker.maths.support."""
-        acc = update + self.residual if self.error_feedback else update.clone()
+        acc = self._accumulate(update)
+        support = support.to(acc.device)
         sparse = sparsify(acc, support, self.value_dtype)
         acc[support] -= sparse.values.to(acc.dtype)
         wanted = select(acc, self.k, self.selector, self._generator).to(torch.int32)
         if self.error_feedback:
-            self.residual = acc
+            self._residual = acc
         votes = SparseVector(
-            indices=wanted, values=torch.ones(wanted.numel(), dtype=torch.float16), numel=acc.numel()
+            indices=wanted.cpu(), values=torch.ones(wanted.numel(), dtype=torch.float16), numel=acc.numel()
         )
-        return sparse, votes
+        return sparse.to("cpu"), votes
 
     def compress(self, update: torch.Tensor) -> SparseVector:
         """Compress `update` (d,) float32; the residual absorbs whatever was not sent."""
-        acc = update + self.residual if self.error_feedback else update.clone()
+        acc = self._accumulate(update)
         idx = select(acc, self.k, self.selector, self._generator)
         sparse = sparsify(acc, idx, self.value_dtype)
         if self.error_feedback:
             acc[idx] -= sparse.values.to(acc.dtype)
-            self.residual = acc
-        return sparse
+            self._residual = acc
+        return sparse.to("cpu")
 
 
 def wire_dtype(spec: SwarmSpec) -> torch.dtype:

@@ -17,6 +17,13 @@ This is global top-k with a one-round delay: the coordinates a majority of worke
 voter can only move which coordinates are compared, never their values, and honest votes outnumber
 it. Costs: the votes add 4 bytes per entry to each upload (int32 indices; their fp16 count is 2 more),
 the support adds 4·k bytes to each model message. Pure functions; indices are int64, ascending.
+
+Devices: each function computes on the `device` it is given (CPU by default; `merge_votes` defaults to
+the votes' device), so a node on a GPU keeps S_r and the vote counts there. The seeded priority is
+always drawn on the CPU and then copied, so S_0, which every node computes for itself, is the same
+on every device. `merge_votes` and `next_support` break exact ties with torch.topk, whose order among
+equal values may differ between CPU and CUDA; that is harmless, since their result is decided by one
+node (an aggregator, the root) and sent down, never recomputed elsewhere.
 """
 
 from __future__ import annotations
@@ -32,44 +39,59 @@ def _priority(numel: int, seed: int, round_index: int) -> torch.Tensor:
     return torch.rand(numel, generator=gen)
 
 
-def initial_support(numel: int, k: int, seed: int) -> torch.Tensor:
-    """S_0: k seeded random coordinates."""
-    return torch.sort(torch.topk(_priority(numel, seed, 0), k).indices).values
+def initial_support(numel: int, k: int, seed: int, device: torch.device | None = None) -> torch.Tensor:
+    """S_0: k seeded random coordinates (selected on the CPU, so identical everywhere, then moved)."""
+    return torch.sort(torch.topk(_priority(numel, seed, 0), k).indices).values.to(device or "cpu")
 
 
-def merge_votes(votes: list[SparseVector], numel: int, k: int) -> SparseVector | None:
-    """Sum the votes of several nodes and keep the k most voted coordinates (with their counts)."""
+def merge_votes(
+    votes: list[SparseVector], numel: int, k: int, device: torch.device | None = None
+) -> SparseVector | None:
+    """Sum the votes of several nodes and keep the k most voted coordinates (with their counts), on
+    `device` (default: where the first votes are)."""
     if not votes:
         return None
-    counts = torch.zeros(numel)
+    on = device or votes[0].device
+    counts = torch.zeros(numel, device=on)
     for v in votes:
-        counts.index_add_(0, v.indices.long(), v.values.to(torch.float32))
+        counts.index_add_(0, v.indices.to(on).long(), v.values.to(on, torch.float32))
     voted = int(torch.count_nonzero(counts))
-    top = torch.topk(counts, min(k, voted)).indices if voted else torch.empty(0, dtype=torch.long)
+    top = torch.topk(counts, min(k, voted)).indices if voted else torch.empty(0, dtype=torch.long, device=on)
     top = torch.sort(top).values
     return SparseVector(indices=top.to(torch.int32), values=counts[top], numel=numel)
 
 
-def next_support(votes: SparseVector | None, numel: int, k: int, seed: int, round_index: int) -> torch.Tensor:
-    """S_{round_index}: the k most voted coordinates, ties and shortfall settled by seeded priority."""
-    priority = _priority(numel, seed, round_index)  # in [0, 1): below one vote, so it breaks ties only
-    score = priority.clone()
+def next_support(
+    votes: SparseVector | None,
+    numel: int,
+    k: int,
+    seed: int,
+    round_index: int,
+    device: torch.device | None = None,
+) -> torch.Tensor:
+    """S_{round_index}: the k most voted coordinates, ties and shortfall settled by seeded priority,
+    computed on `device` (CPU by default)."""
+    # In [0, 1): below one vote, so it breaks ties only. Drawn on the CPU, copied (a fresh tensor).
+    score = _priority(numel, seed, round_index).to(device or "cpu", copy=True)
     if votes is not None and votes.indices.numel():
-        score[votes.indices.long()] += votes.values.to(torch.float32)
+        score[votes.indices.to(score.device).long()] += votes.values.to(score.device, torch.float32)
     return torch.sort(torch.topk(score, k).indices).values
 
 
-def valid_support(payload: object, numel: int, k: int) -> torch.Tensor | None:
-    """The announced support as int64 indices if it is well formed (k ascending indices inside
-    [0, numel)), else None: a parent's message is validated like any peer input."""
+def valid_support(
+    payload: object, numel: int, k: int, device: torch.device | None = None
+) -> torch.Tensor | None:
+    """The announced support as int64 indices on `device` (CPU by default) if it is well formed (k
+    ascending indices inside [0, numel)), else None: a parent's message is validated like any peer
+    input (on the CPU, where it arrived)."""
     if not isinstance(payload, torch.Tensor) or payload.dtype != torch.int32 or payload.shape != (k,):
         return None
     idx = payload.long()
     if k and (int(idx[0]) < 0 or int(idx[-1]) >= numel or not bool((idx[1:] > idx[:-1]).all())):
         return None
-    return idx.clone()
+    return idx.to(device or "cpu", copy=True)
 
 
 def on_support(update: SparseVector, support: torch.Tensor) -> bool:
-    """Whether a sparse update's indices all lie on the announced support."""
-    return bool(torch.isin(update.indices.long(), support).all())
+    """Whether a sparse update's indices all lie on the announced support (on the support's device)."""
+    return bool(torch.isin(update.indices.to(support.device).long(), support).all())

@@ -9,11 +9,15 @@ The forms honest nodes send (roles/worker.py, roles/aggregator.py), all that is 
     worker, no compression dense fp32
     aggregator             sparse in the wire dtype (fp32 without compression), or dense fp32
                            when at least half its entries are nonzero (`compression.to_wire`)
+
+An accepted update is kept in the form it came in, never densified here (`ChildUpdate`): on the
+round's common support its k values in the support's order (zeros where the child sent nothing),
+else its own ascending indices and values, or the dense (d,) vector a dense payload is; values fp32.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 import torch
@@ -43,11 +47,33 @@ class DropReason(StrEnum):
 
 @dataclass(frozen=True)
 class ChildUpdate:
-    vector: torch.Tensor  # (d,) fp32, dense
+    """One accepted update, in its own form (module docstring); `vector` densifies it on demand."""
+
+    #: fp32: the dense (d,) vector when `indices` is None, else the values at `indices`.
+    values: torch.Tensor
+    #: int64 ascending coordinates of θ (on the CPU); None: `values` is dense.
+    indices: torch.Tensor | None
+    numel: int
     samples: int
     workers: int
     loss: float
     votes: SparseVector | None = None  # common support: where the subtree wants to send next
+    #: `indices` is the round's common support: `values` is (k,), zeros where the child sent nothing.
+    on_support: bool = False
+
+    @property
+    def vector(self) -> torch.Tensor:
+        """(d,) fp32 dense, on the device of `values`."""
+        if self.indices is None:
+            return self.values
+        out = torch.zeros(self.numel, dtype=torch.float32, device=self.values.device)
+        out[self.indices.to(out.device)] = self.values
+        return out
+
+    def to(self, device: torch.device) -> ChildUpdate:
+        """The same update with its values on `device` (moved once, when the round takes it); the
+        indices stay on the CPU, where the support and the rows' columns are computed."""
+        return replace(self, values=self.values.to(device))
 
 
 @dataclass(frozen=True)
@@ -113,6 +139,20 @@ def check_update(
         return DropReason.FIELD
     if (unfit := values_fit(payload, rules)) is not None:
         return unfit
-    vector = payload.to_dense() if isinstance(payload, SparseVector) else payload.flatten()
     meta = msg.meta
-    return ChildUpdate(vector, meta["samples"], meta["workers"], float(meta["loss"]), votes)
+
+    def update(values: torch.Tensor, indices: torch.Tensor | None) -> ChildUpdate:
+        samples, workers, loss = meta["samples"], meta["workers"], float(meta["loss"])
+        common = indices is not None and indices is support
+        return ChildUpdate(values, indices, numel, samples, workers, loss, votes, common)
+
+    if not isinstance(payload, SparseVector):
+        return update(payload.flatten().to(torch.float32), None)
+    indices, values = payload.indices.long(), payload.values.to(torch.float32)
+    if support is None:
+        return update(values, indices)
+    # On the common support: its k values in the support's order, so the rows of a round stack as
+    # (n, k) (the check above proved every index is on the support).
+    values_on_support = torch.zeros(support.numel(), dtype=torch.float32)
+    values_on_support[torch.searchsorted(support, indices)] = values
+    return update(values_on_support, support)

@@ -12,6 +12,11 @@ One thread polls the children's ROUTER and, below the root, the parent's DEALER:
   the narrow `Links` protocol;
 - a SIGTERM (`NodeRuntime.stop_requested`) ends the loop within one poll; the sink's `stopping` runs
   first (the root checkpoints).
+
+θ and the round's updates live on the node's device (`NodeRuntime.device`: a GPU when
+`topology.aggregatorResources.gpus` gives one); what goes on the wire is copied to the host. At start
+the round's aggregation memory is checked against what the device has (`node.aggregation_memory`):
+a spec that cannot fit is refused with a one-line error before any round runs.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import torch
 import zmq
 
 from swarm_worker.maths.support import valid_support
+from swarm_worker.node.aggregation_memory import aggregation_need, available_bytes, check_fits
 from swarm_worker.node.model_sync import apply_model, model_digest
 from swarm_worker.node.round import RoundResult, RoundState
 from swarm_worker.node.runtime import SIGNALLED_EXIT_CODE, NodeRuntime
@@ -78,8 +84,11 @@ class AggregatorShell:
     def __init__(self, rt: NodeRuntime, theta: torch.Tensor | None, round_index: int) -> None:
         self.rt = rt
         spec = rt.settings.spec
+        children_aggregate = any(rt.tree.node(c).role != "worker" for c in rt.node.children)
+        need = aggregation_need(spec, rt.numel, len(rt.node.children), children_aggregate)
+        check_fits(need, *available_bytes(rt.device), rt.node.id)
         self._state = RoundState(
-            spec, rt.tree, rt.node, rt.numel, rt.traffic, theta, round_index, time.monotonic()
+            spec, rt.tree, rt.node, rt.numel, rt.traffic, theta, round_index, time.monotonic(), rt.device
         )
         # Every process starts from θ_0 on round 0 (built from the shared seed, never sent).
         self.child_round: dict[str, int] = dict.fromkeys(self._state.worker_count, 0)
@@ -147,7 +156,7 @@ class AggregatorShell:
         state = self._state
         assert state.theta is not None
         if self._dense_model is None or self._dense_model[0] != state.round:
-            tensors: dict[str, Any] = {"theta": state.theta}
+            tensors: dict[str, Any] = {"theta": state.theta.cpu()}  # the codec reads host memory
             if state.support is not None:
                 tensors["support"] = state.support.to(torch.int32)
             msg = self.message("model", state.round, {"base_round": -1, "final": False}, tensors)

@@ -12,12 +12,19 @@ Round r at one aggregator:
                              since the round's first update and a quorum reported (round_plan)
     close()                  the robust aggregate of the pending updates (weights: samples x
                              reputation, reputation <= 1 so it only down-weights) and this round's
-                             reputation observations: a RoundResult
+                             reputation observations: a RoundResult. The updates are combined in
+                             their sparse form (node.combine): (n, k) rows on a common support, a
+                             (d,) accumulator for the means on own supports, never an (n, d)
+                             matrix unless an update is dense; reputation is scored on those rows
     hello(child, round, answered)
                              whether a child needs the dense model: it is on another round, or it
                              answered this one and its update is not here (this node restarted)
 The deadline runs from the first update, not from the opening: slow starts (processes importing
 torch, a long first round) must not close a round on one update.
+
+Device: accepted updates are moved once to `device` (an aggregator's GPU with
+`topology.aggregatorResources.gpus`, else the CPU), and the rule, the reputation signals and the
+previous aggregate live there; θ stays where the caller keeps it (it only bounds the values).
 """
 
 from __future__ import annotations
@@ -36,17 +43,16 @@ from swarm_contract.topology import (
     reportable,
     round_assignment,
 )
-from swarm_worker.maths import robust
 from swarm_worker.maths.compression import SparseVector, k_for
 from swarm_worker.maths.reputation import (
     NodeReputation,
     ReputationBook,
     RoundObservation,
-    cosines,
-    duplicates,
+    round_signals,
 )
 from swarm_worker.maths.support import initial_support, merge_votes
 from swarm_worker.node.admission import ChildUpdate, DropReason, check_update, value_rules
+from swarm_worker.node.combine import Aggregate, combine
 from swarm_worker.node.round_plan import deadline_for, feasible_rule, interior_quorum, root_quorum
 from swarm_worker.node.subtree import SubtreeRecords
 from swarm_worker.node.traffic import Traffic
@@ -55,7 +61,8 @@ from swarm_worker.protocol.codec import Message
 
 @dataclass(frozen=True)
 class RoundResult:
-    vector: torch.Tensor  # (d,) the robust aggregate
+    #: The robust aggregate, on the common support's k columns or dense (node.combine).
+    aggregate: Aggregate
     samples: int
     workers: int
     loss: float
@@ -64,6 +71,11 @@ class RoundResult:
     agreement: float = 1.0
     #: Common support: the subtree's merged votes for the next round's support.
     votes: SparseVector | None = None
+
+    @property
+    def vector(self) -> torch.Tensor:
+        """(d,) the robust aggregate, dense, on the round's device."""
+        return self.aggregate.dense()
 
 
 @dataclass(frozen=True)
@@ -85,8 +97,10 @@ class RoundState:
         theta: torch.Tensor | None,
         round_index: int,
         now: float,
+        device: torch.device | None = None,
     ) -> None:
         self.spec, self.tree, self.node, self.numel, self.traffic = spec, tree, node, numel, traffic
+        self.device = torch.device("cpu") if device is None else device
         self.is_root = node.role == "root"
         # Bottom aggregators draw their children afresh every round (topology.round_assignment).
         self.reshuffle = (
@@ -115,7 +129,7 @@ class RoundState:
         self.support: torch.Tensor | None = (
             initial_support(numel, self.k, spec.training.seed) if spec.common_support else None
         )
-        self.previous_aggregate: torch.Tensor | None = None
+        self.previous_aggregate: Aggregate | None = None
         self.theta = theta
         self.round = round_index
         self.pending: dict[str, ChildUpdate] = {}
@@ -181,7 +195,7 @@ class RoundState:
         self.invalid_records += self.traffic.merge(msg.meta["traffic"], self.traffic_sources[child])
         if not self.pending:
             self.first_update_at = now
-        self.pending[child] = update
+        self.pending[child] = update.to(self.device)  # the one copy to the device
         return None
 
     # -- closing ----------------------------------------------------------------------------------
@@ -209,8 +223,8 @@ class RoundState:
         """Combine the pending updates with the robust rule and score every expected child."""
         self.closed = True
         names = sorted(self.pending)
-        updates = torch.stack([self.pending[c].vector for c in names])  # (n, d)
-        samples = torch.tensor([float(self.pending[c].samples) for c in names])
+        updates = [self.pending[c] for c in names]
+        samples = torch.tensor([float(u.samples) for u in updates])
         reputations = torch.tensor([self.book.weight(c) for c in names])
         rules = self.spec.robustness
         # `mean` is FedAvg: weighted by samples, so a tree of means equals the flat mean.
@@ -220,40 +234,39 @@ class RoundState:
         rule, f = feasible_rule(
             "weighted-mean" if rules.rule == "mean" else rules.rule, len(names), rules.f, bucket
         )
-        result = robust.aggregate(
-            rule,
+        combined = combine(
             updates,
+            rule,
             f=f,
             weights=weights,
             previous=self.previous_aggregate,
             pre_aggregation=[(p.name, p.param) for p in rules.pre_aggregation],
+            want_rows=rules.reputation.enabled,
         )
-        cos = cosines(updates, result.vector)
-        if rules.reputation.enabled:
-            self._score(names, updates, result.selected, cos)
-        self.previous_aggregate = result.vector
-        total = sum(self.pending[c].samples for c in names)
-        loss = sum(self.pending[c].loss * self.pending[c].samples for c in names) / max(total, 1)
+        cos = combined.cosines
+        if rules.reputation.enabled and combined.rows is not None:
+            # Scored on the rows (n, columns): equal to the dense (n, d) scores (node.combine).
+            self._score(names, combined.rows.values, combined.selected, cos)
+        self.previous_aggregate = combined.aggregate
+        total = sum(u.samples for u in updates)
+        loss = sum(u.loss * u.samples for u in updates) / max(total, 1)
         return RoundResult(
-            vector=result.vector,
+            aggregate=combined.aggregate,
             samples=total,
-            workers=sum(self.pending[c].workers for c in names),
+            workers=sum(u.workers for u in updates),
             loss=loss,
             contributors=tuple(names),
             agreement=float(cos.clamp_min(0).mean()),
-            votes=merge_votes(
-                [v for c in names if (v := self.pending[c].votes) is not None], self.numel, self.k
-            ),
+            votes=merge_votes([v for u in updates if (v := u.votes) is not None], self.numel, self.k),
         )
 
     def _score(
         self, names: list[str], updates: torch.Tensor, selected: torch.Tensor, cos: torch.Tensor
     ) -> None:
-        mad = robust.mad_scores(updates) if len(names) >= 3 else torch.zeros(len(names))
-        dup = duplicates(updates)
-        for i, child in enumerate(names):
-            obs = RoundObservation(True, float(selected[i]), float(mad[i]), float(cos[i]), bool(dup[i]))
-            self.book.observe(child, self.tree.node(child).role, self.node.id, obs, self.round)
+        roles = [self.tree.node(child).role for child in names]
+        signals = round_signals(updates, selected, cos, [role == "worker" for role in roles])
+        for child, role, obs in zip(names, roles, signals, strict=True):
+            self.book.observe(child, role, self.node.id, obs, self.round)
         for child in self.expected():
             if child not in self.pending:
                 missed = RoundObservation(False)

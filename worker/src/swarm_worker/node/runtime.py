@@ -1,4 +1,4 @@
-"""What every node process shares: its settings, task, metrics server and traffic accounting.
+"""What every node process shares: its settings, task, device, metrics server and traffic accounting.
 
 `NodeSettings` is the one typed config object of a node process (from `swarm node`'s flags and the
 manifest), validated once at start.
@@ -17,6 +17,7 @@ import torch
 from swarm_contract.manifest import Manifest
 from swarm_contract.spec import SwarmSpec
 from swarm_contract.topology import Tree, TreeNode, plan_tree
+from swarm_worker.node.device import node_device
 from swarm_worker.node.telemetry import NodeMetrics, StatusServer
 from swarm_worker.node.traffic import Traffic
 from swarm_worker.training.steps import flat_parameters
@@ -52,7 +53,13 @@ class NodeSettings:
 
 
 class NodeRuntime:
-    """Task, tree position, metrics and status server of one node process."""
+    """Task, tree position, device, metrics and status server of one node process.
+
+    The model lives on `device` (`node.device.node_device`: the spec's choice for this role). It is
+    built on the CPU from the shared seed and then moved: CUDA's initialisation kernels draw other
+    numbers than the CPU's, so a model built on the GPU would start every device on a different θ_0.
+    A move is a bit-exact copy, hence θ_0 is the same bits on every node, whatever its device.
+    """
 
     def __init__(self, settings: NodeSettings, stop_requested: threading.Event | None = None) -> None:
         self.settings = settings
@@ -63,7 +70,8 @@ class NodeRuntime:
         self.tree: Tree = plan_tree(spec.workers.replicas, spec.topology.branching_factor)
         self.node: TreeNode = self.tree.node(settings.node_id)
         self.bundle: TaskBundle = build_task(spec.task.name, spec.task.options, spec.training.seed)
-        self.model = initial_model(self.bundle, spec.training.seed)
+        self.device: torch.device = node_device(spec, self.node.role)
+        self.model = initial_model(self.bundle, spec.training.seed).to(self.device)
         self.numel = sum(p.numel() for p in self.model.parameters())
         self.metrics = NodeMetrics(self.node.id, self.node.role)
         self.server = StatusServer(self.metrics, settings.metrics_host, settings.metrics_port)
@@ -71,14 +79,16 @@ class NodeRuntime:
         self.started = time.monotonic()
 
     def initial_theta(self) -> torch.Tensor:
+        """θ_0 (d,) fp32 on this node's device, bit-identical on every node (see the class)."""
         return flat_parameters(self.model)
 
     def start(self) -> None:
         self.server.start()
         log.info(
-            "%s (%s) up: parent=%s, children=%d, metrics on :%d",
+            "%s (%s) up on %s: parent=%s, children=%d, metrics on :%d",
             self.node.id,
             self.node.role,
+            self.device,
             self.settings.parent,
             len(self.node.children),
             self.server.port,

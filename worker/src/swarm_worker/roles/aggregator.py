@@ -3,14 +3,18 @@
 Everything but the last step is shared with the root (`node.aggregating`, `node.round`): a closed
 round's robust aggregate goes up as one UPDATE carrying the subtree's sample and worker counts, its
 reputation records and traffic counters; on the common support it stays sparse on that support (so
-the parent's support check holds), else it is sparse when fewer than half its entries are nonzero.
+the parent's support check holds: the k values the rule produced, never densified), else it is
+sparse when fewer than half its entries are nonzero. Computed on the node's device, it is copied to
+the host for the wire.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from swarm_worker.maths.compression import sparsify, to_wire, wire_dtype
+import torch
+
+from swarm_worker.maths.compression import SparseVector, to_wire, wire_dtype
 from swarm_worker.node.aggregating import AggregatorShell, Links
 from swarm_worker.node.round import RoundResult
 from swarm_worker.node.runtime import NodeRuntime
@@ -30,10 +34,13 @@ class ForwardUp:
             "traffic": state.traffic.entries(),
         }
         dtype = wire_dtype(state.spec)
+        support = state.support
         tensors: dict[str, Any] = {
-            "delta": sparsify(result.vector, state.support, dtype)
-            if state.support is not None
-            else to_wire(result.vector, dtype)
+            "delta": SparseVector(
+                support.to(torch.int32), result.aggregate.on(support).to(dtype).cpu(), state.numel
+            )
+            if support is not None
+            else to_wire(result.vector.cpu(), dtype)
         }
         if result.votes is not None:
             tensors["votes"] = result.votes

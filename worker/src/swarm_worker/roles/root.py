@@ -6,6 +6,12 @@ split, checkpoints every K rounds (atomically), appends a line to `metrics.jsonl
 new model as a sparse delta or dense. After the last round it writes `result.json` (the final
 status), sends STOP down the tree and exits 0. A restarted root resumes from its last checkpoint;
 children still on later rounds are re-synced with the dense model by their next HELLO.
+
+Device: θ, the outer step's momentum, the change and evaluation live on the root's device
+(`NodeRuntime.device`); the change is computed there in fp32, rounded to the wire dtype, and θ adds
+exactly those rounded values (one fp32 addition per coordinate, correctly rounded on CPU and CUDA
+alike: node.model_sync), then the same values are copied to the host for the message. Checkpoints
+hold host tensors, so a checkpoint loads on any machine; a resumed root moves them to its device.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from typing import Any
 import torch
 
 from swarm_contract.records import NodeRecord, Phase, RootStatus
-from swarm_worker.maths.compression import dense_to_sparse, wire_dtype
+from swarm_worker.maths.compression import SparseVector, dense_to_sparse, wire_dtype
 from swarm_worker.maths.support import next_support
 from swarm_worker.node.aggregating import AggregatorShell, Links
 from swarm_worker.node.checkpoint import load_checkpoint, save_checkpoint
@@ -41,6 +47,19 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def apply_change(
+    theta: torch.Tensor, change: torch.Tensor, dtype: torch.dtype, delta: bool
+) -> tuple[torch.Tensor, SparseVector | None]:
+    """θ after `change` (both on the root's device), and the delta to send on the host (None: send
+    the dense θ). The root applies exactly the (rounded) values it sends, as every child does
+    (node.model_sync), so every copy of θ stays bit-identical."""
+    wire = dense_to_sparse(change, dtype) if delta else None
+    if wire is None or 2 * wire.indices.numel() >= change.numel():
+        return theta + change, None  # nearly dense (e.g. outer momentum): the dense model is smaller
+    theta[wire.indices.long()] += wire.values.to(torch.float32)  # exactly what every child does
+    return theta, wire.to("cpu")  # the same values, for the codec
+
+
 class RootCommit:
     """Round sink of the root: the outer step, evaluation, checkpoints, status, the end."""
 
@@ -51,7 +70,8 @@ class RootCommit:
         self.checkpoint_dir = (
             Path(spec.checkpoint.path) if spec.checkpoint.path else rt.settings.workdir / "checkpoints"
         )
-        self.outer = OuterStep(spec.training.outer_optimizer, rt.numel)
+        self.device = rt.device
+        self.outer = OuterStep(spec.training.outer_optimizer, rt.numel, self.device)
         self.history: list[dict[str, Any]] = []
         self.elapsed_before = 0.0
         self.started = time.monotonic()
@@ -66,11 +86,11 @@ class RootCommit:
         state = load_checkpoint(self.checkpoint_dir)
         if state is None:
             return self.rt.initial_theta(), 0, None
-        theta = state["theta"]
+        theta = state["theta"].to(self.device)
         if theta.numel() != self.rt.numel:
             raise ValueError(f"checkpoint in {self.checkpoint_dir} is for another model")
         if self.outer.momentum is not None and state.get("momentum") is not None:
-            self.outer.momentum = state["momentum"]
+            self.outer.momentum = state["momentum"].to(self.device)
         self.history = list(state["history"])
         self.elapsed_before = float(state["elapsed"])
         self._rewrite_metrics()
@@ -88,8 +108,8 @@ class RootCommit:
         assert round_state.theta is not None
         state = {
             "round": round_state.round,
-            "theta": round_state.theta.clone(),
-            "momentum": self.outer.momentum,
+            "theta": round_state.theta.to("cpu", copy=True),
+            "momentum": None if self.outer.momentum is None else self.outer.momentum.to("cpu", copy=True),
             "history": self.history,
             "elapsed": self.elapsed(),
             "traffic": round_state.traffic.entries(),
@@ -107,16 +127,8 @@ class RootCommit:
         assert state.theta is not None
         change = self.outer.step(result.vector, result.agreement)
         broadcast_delta = self.spec.compression.broadcast == "delta"
-        # The root applies exactly the (rounded) values it sends, so every copy of θ stays identical.
-        wire = dense_to_sparse(change, wire_dtype(self.spec)) if broadcast_delta else None
-        if wire is not None and 2 * wire.indices.numel() >= change.numel():
-            wire = None  # nearly dense (e.g. outer momentum): the dense model is smaller
         base_round = state.round
-        theta = state.theta
-        if wire is not None:
-            theta[wire.indices.long()] += wire.values.to(torch.float32)  # exactly what every child does
-        else:
-            theta = theta + change
+        theta, wire = apply_change(state.theta, change, wire_dtype(self.spec), broadcast_delta)
         next_round = base_round + 1
         self._record(links, result, base_round, theta)
         if state.support is not None:

@@ -30,6 +30,11 @@ the same rounds the estimates equal the honest updates exactly; after a restart 
 their batch streams drift apart and the estimates become honest-distributed samples instead. The
 cost is H extra local steps per estimate per round, paid only by attacks that use estimates.
 
+Devices: an attacker computes where its model lives. Its estimates train deep copies of that model
+(on its device, with shards moved there by `training.shards`), and its noise generator is made on
+that device, so a worker on CUDA attacks on CUDA exactly as one on the CPU does (the gaussian noise
+itself differs between devices: CUDA's generator draws other numbers).
+
 Pure apart from torch: no sockets, no files; `roles.worker.Worker` does the I/O. The honest
 training path (shards, batch order, the local trainer) lives in `swarm_worker.training.shards`.
 """
@@ -45,7 +50,7 @@ from torch import nn
 
 from swarm_contract.spec import SpecError, SwarmSpec
 from swarm_worker.simulation.attacks import DATA_ATTACKS, UPDATE_ATTACKS, alie_z, craft_update, flip_labels
-from swarm_worker.training.shards import batch_generator, honest_trainer, rank_batches
+from swarm_worker.training.shards import batch_generator, honest_trainer, model_device, rank_batches
 from swarm_worker.training.steps import LocalTrainer
 from swarm_worker.training.tasks import TaskBundle
 
@@ -163,11 +168,17 @@ def make_trainer(
 
 
 def shard_batches(
-    spec: SwarmSpec, bundle: TaskBundle, rank: int, *, flip: bool = False
+    spec: SwarmSpec,
+    bundle: TaskBundle,
+    rank: int,
+    *,
+    flip: bool = False,
+    device: torch.device | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Rank's batch stream as its worker draws it (labels flipped first with `flip`)."""
+    """Rank's batch stream as its worker draws it (labels flipped first with `flip`), on `device`."""
     num_classes = bundle.num_classes
-    return rank_batches(spec, bundle, rank, relabel=(lambda y: flip_labels(y, num_classes)) if flip else None)
+    relabel = (lambda y: flip_labels(y, num_classes)) if flip else None
+    return rank_batches(spec, bundle, rank, relabel=relabel, device=device)
 
 
 class HonestEstimator:
@@ -194,8 +205,11 @@ class Attacker:
         self.estimator = (
             HonestEstimator(spec, bundle, model, plan.estimated_ranks) if plan.estimated_ranks else None
         )
-        # Seeded apart from the batch generators (the gaussian attack's noise).
-        self.generator = torch.Generator().manual_seed(spec.training.seed * 1_000_003 + plan.rank + 7_919)
+        # Seeded apart from the batch generators (the gaussian attack's noise); on the model's device,
+        # where the updates it perturbs are.
+        self.generator = torch.Generator(device=model_device(model)).manual_seed(
+            spec.training.seed * 1_000_003 + plan.rank + 7_919
+        )
 
     def craft(self, own: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
         """(d,) the malicious update, from the attacker's honest Δ `own` (d,) and θ_r `theta` (d,)."""

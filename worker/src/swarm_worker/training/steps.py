@@ -1,6 +1,6 @@
 """The maths of one round: local steps on a worker, the outer step at the root.
 
-Worker, round r (shapes: d = number of parameters, all flat fp32 vectors):
+Worker, round r (shapes: d = number of parameters, all flat fp32 vectors on the model's device):
     start   = θ_r                                   or, with cooperative alpha > 0,
             = (1 - alpha) θ_r + alpha θ_local       (keeps alpha of its own last progress)
     θ_local = H steps of the inner optimizer from `start` on the worker's shard
@@ -87,26 +87,44 @@ class LocalTrainer:
             start = (1 - self.alpha) * theta + self.alpha * self._local_end
         load_flat(self.model, start)
         self.model.train()
-        total_loss, samples = 0.0, 0
+        # Summed on θ's device in float64 (what a Python float sum of the fp32 losses gives): reading
+        # each step's loss on the host would make the CPU wait for the GPU every step.
+        total_loss = torch.zeros((), dtype=torch.float64, device=theta.device)
+        samples = 0
         for _ in range(self.local_steps):
             x, y = next(self.batches)
             self.optimizer.zero_grad(set_to_none=True)
             loss = self.loss_fn(self.model(x), y)  # type: ignore[operator]
             loss.backward()
             self.optimizer.step()
-            total_loss += float(loss.detach())
+            total_loss += loss.detach()
             samples += len(y)
         local_end = flat_parameters(self.model)
         self._local_end = local_end
-        return LocalResult(delta=theta - local_end, loss=total_loss / self.local_steps, samples=samples)
+        return LocalResult(
+            delta=theta - local_end, loss=float(total_loss) / self.local_steps, samples=samples
+        )
+
+    def step(self) -> tuple[torch.Tensor, int]:
+        """One inner step on the next batch from the parameters the model holds now: (the batch's
+        loss, detached, 0-d on the model's device; the batch's samples). `run_round` is H of these
+        from a loaded start; a pipelined or adaptive worker (`training.pipeline`) calls it one step at
+        a time so that it can poll its sockets in between."""
+        x, y = next(self.batches)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.loss_fn(self.model(x), y)  # type: ignore[operator]
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach(), len(y)
 
 
 class OuterStep:
-    """The root's optimizer on flat vectors; its state is the momentum buffer (checkpointed)."""
+    """The root's optimizer on flat vectors; its state is the momentum buffer (checkpointed), on
+    `device` with θ (the root's GPU with `topology.aggregatorResources.gpus`), in fp32."""
 
-    def __init__(self, cfg: OuterOptimizer, numel: int) -> None:
+    def __init__(self, cfg: OuterOptimizer, numel: int, device: torch.device | None = None) -> None:
         self.cfg = cfg
-        self.momentum = torch.zeros(numel) if cfg.momentum > 0 else None
+        self.momentum = torch.zeros(numel, device=device) if cfg.momentum > 0 else None
 
     def step(self, aggregate: torch.Tensor, agreement: float = 1.0) -> torch.Tensor:
         """The change to apply to θ (d,): -lr * step. With adaptive momentum, μ is scaled by the

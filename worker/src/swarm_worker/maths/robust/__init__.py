@@ -164,6 +164,7 @@ def aggregate(
     previous: torch.Tensor | None = None,
     pre_aggregation: Sequence[tuple[str, float | None]] = (),
     generator: torch.Generator | None = None,
+    zero_columns: int = 0,
 ) -> AggregationResult:
     """Aggregate `updates` (n, d) with `rule` after the `pre_aggregation` steps, tolerating f.
 
@@ -173,7 +174,10 @@ def aggregate(
     aggregate, the centre of centered clipping and the start of the geometric median's
     Weiszfeld steps (zeros if None); a `previous` that is not finite in the updates' dtype (the
     mean of a round with a huge input, say) is never used: it is treated as None, so one bad
-    round cannot poison the next ones. generator: for bucketing's shuffle.
+    round cannot poison the next ones. generator: for bucketing's shuffle. zero_columns: the
+    updates are the nonzero columns of a wider matrix with this many more all-zero columns (sparse
+    updates combined on their support): the vector is the same, and `selected` of the per-coordinate
+    rules (median, trimmed mean, Bulyan) is the fraction over all columns, as on the wide matrix.
     Huge finite values (the codec accepts values up to the float maximum): every rule but the
     two means stays finite and near the honest inputs with up to f of them; distances are
     float64 and never NaN, and a selection never picks an input for a NaN score (`_kernels`).
@@ -181,6 +185,10 @@ def aggregate(
     values, or an f the rule cannot tolerate with this many inputs.
     """
     _check_inputs(rule, updates, f, weights, previous)
+    # Everything on the updates' device: a caller's host-side weights or centre must not make a
+    # rule mix devices (the generator stays where it is: bucketing draws on the CPU and moves).
+    weights = None if weights is None else weights.to(updates.device)
+    previous = None if previous is None else previous.to(updates.device)
     n = updates.shape[0]
     vectors = updates
     current_weights = (
@@ -198,16 +206,17 @@ def aggregate(
             vector, selected = rules.mean(vectors)
         case "weighted-mean":
             vector, selected = rules.weighted_mean(vectors, rule_weights)
-        case "median":
-            vector, selected = rules.median(vectors)
-        case "trimmed-mean":
-            vector, selected = rules.trimmed_mean(vectors, f)
+        case "median" | "trimmed-mean":
+            vector, selected = rules.median(vectors) if rule == "median" else rules.trimmed_mean(vectors, f)
+            if zero_columns and (rule == "median" or f > 0):  # every input is inside on a zero column
+                columns = vectors.shape[1]
+                selected = (selected * columns + zero_columns) / (columns + zero_columns)
         case "krum":
             vector, selected = rules.krum(vectors, f)
         case "multi-krum":
             vector, selected = rules.multi_krum(vectors, f)
         case "bulyan":
-            vector, selected = rules.bulyan(vectors, f)
+            vector, selected = rules.bulyan(vectors, f, zero_columns)
         case "geometric-median":
             vector, selected = rules.geometric_median(vectors, rule_weights, init=previous)
         case "centered-clipping":

@@ -10,7 +10,10 @@ passes: 1.5-3x faster than `torch.median` at n = 16 and 3-10x faster than `torch
 `torch.kthvalue` at n = 65..256 on one core (benchmarks/bench_aggregation.py). `torch.kthvalue`
 (selection) was measured and loses to both on CPU, also on a coordinate-major (d, n) copy, so
 larger n on CPU sorts a coordinate-major copy. On other devices (CUDA) `torch.sort` along dim 0
-is used: one fast kernel there.
+is used, one fast kernel there, in column blocks of `_SORT_BLOCK_ELEMENTS`: a sort returns its
+values and int64 indices, three times the input's bytes, which on a GPU must not scale with d.
+Nothing here makes a host tensor or reads device data back except for a scalar decision, so every
+function runs where its input is.
 
 Distances are computed without (n, d) temporaries: in column blocks for distances to one point,
 and through the Gram matrix of inputs centred on one of them for all pairs.
@@ -35,6 +38,9 @@ NETWORK_MAX_N = 256
 _NETWORK_BLOCK = 1 << 15
 #: Elements (rows x columns) per block for blocked row-distance computations.
 _DISTANCE_BLOCK_ELEMENTS = 1 << 22
+#: Elements (rows x columns) per block sorted at once off the CPU: 128 MiB of fp32 values and
+#: 256 MiB of int64 indices, large enough to keep a GPU busy.
+_SORT_BLOCK_ELEMENTS = 1 << 25
 
 
 @functools.lru_cache(maxsize=256)
@@ -126,12 +132,28 @@ def ranked_mean(x: torch.Tensor, lo: int, hi: int) -> tuple[torch.Tensor, torch.
             hi_values[start:stop] = rows[hi]
         return mean, lo_values, hi_values
     if x.device.type != "cpu":
-        ordered = torch.sort(x, dim=0).values
-        return ordered[lo : hi + 1].mean(0), ordered[lo], ordered[hi]
+        return ranked_mean_sorted_blocks(x, lo, hi)
     # CPU, large n: sorting a coordinate-major copy beats torch.kthvalue here (measured: two
     # kthvalue selections plus the masked sum of the kept range cost 2x a sort at n = 128).
     ordered = torch.sort(x.t().contiguous(), dim=1).values  # (d, n)
     return ordered[:, lo : hi + 1].mean(1), ordered[:, lo].contiguous(), ordered[:, hi].contiguous()
+
+
+def ranked_mean_sorted_blocks(
+    x: torch.Tensor, lo: int, hi: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`ranked_mean` by `torch.sort` along dim 0 in column blocks (its path off the CPU; callable on
+    any device, so the blocking is tested on the CPU too)."""
+    n, d = x.shape
+    mean = torch.empty(d, dtype=x.dtype, device=x.device)
+    lo_values, hi_values = torch.empty_like(mean), torch.empty_like(mean)
+    block = max(1, _SORT_BLOCK_ELEMENTS // n)
+    for start in range(0, d, block):
+        stop = min(start + block, d)
+        ordered = torch.sort(x[:, start:stop], dim=0).values
+        torch.mean(ordered[lo : hi + 1], 0, out=mean[start:stop])
+        lo_values[start:stop], hi_values[start:stop] = ordered[lo], ordered[hi]
+    return mean, lo_values, hi_values
 
 
 def coordinate_median(x: torch.Tensor) -> torch.Tensor:

@@ -147,7 +147,7 @@ def multi_krum(updates: torch.Tensor, f: int) -> RuleOutput:
     return updates[chosen].mean(0), _indicator(updates, chosen)
 
 
-def bulyan(updates: torch.Tensor, f: int) -> RuleOutput:
+def bulyan(updates: torch.Tensor, f: int, zero_columns: int = 0) -> RuleOutput:
     """Bulyan (El Mhamdi et al., ICML 2018) on top of Krum.
 
     1. Selection: θ = n - 2f times, pick the input Krum (with f) chooses among those not yet
@@ -158,7 +158,8 @@ def bulyan(updates: torch.Tensor, f: int) -> RuleOutput:
     byzfl 0.0.11 has no Bulyan; the test composes byzfl's `Krum` (step 1) and `Meamed` with f' = 2f
     (step 2, the same "mean around the median") and checks equality. Requirement n >= 4f + 3;
     breakdown point ~ 1/4. Cost O(n² d) distances once plus O(θ n²) scoring, O(θ d log θ) top-k.
-    `selected`: fraction of coordinates where the input was among the β averaged (0 if not picked).
+    `selected`: fraction of coordinates where the input was among the β averaged (0 if not picked);
+    `zero_columns` more all-zero columns (`aggregate`) count β/θ of a coordinate for each picked input.
     """
     n = updates.shape[0]
     theta = n - 2 * f
@@ -178,7 +179,8 @@ def bulyan(updates: torch.Tensor, f: int) -> RuleOutput:
     counts = torch.zeros(theta, dtype=torch.int64, device=updates.device)
     counts.scatter_add_(0, closest.flatten(), torch.ones_like(closest.flatten()))
     selected = torch.zeros(n, dtype=updates.dtype, device=updates.device)
-    selected[picked_index] = counts.to(updates.dtype) / max(updates.shape[1], 1)
+    kept = counts.to(updates.dtype) + zero_columns * beta / theta
+    selected[picked_index] = kept / max(updates.shape[1] + zero_columns, 1)
     return vector, selected
 
 
