@@ -8,8 +8,9 @@ forged and made-up records, huge finite values, wrong dtypes, replays of old rou
         rogue.update(0, huge_sparse(NUMEL), nodes=[record("root", 0, quarantined=True)])
         reply = rogue.expect("model")          # MODEL r+1 (or STOP) from the node, with a timeout
 
-Impersonation is not what this tool shows: a node id is whatever a peer says until CURVE (issue 12)
-exists, so the tests give the rogue a slot of the tree that no other process uses.
+Without `curve` the rogue speaks plain ZMTP, so it reaches only a node that runs without CURVE (the
+tests then give it a slot of the tree no other process uses). With `curve` (protocol.curve.ClientKeys:
+a stolen node's pair, or a pair of its own outside the tree) it shows what CURVE refuses.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ import zmq
 
 from swarm_worker.maths.compression import SparseVector
 from swarm_worker.protocol.codec import Message, Payload, decode, encode
+from swarm_worker.protocol.curve import ClientKeys
+from swarm_worker.protocol.transport import curve_routing_id
 
 #: Finite in float32 (whose largest value is 3.4028e38): the codec's NaN/Inf check lets it through.
 HUGE = 3e38
@@ -85,17 +88,32 @@ def dense_of(payload: Payload) -> torch.Tensor:
 
 class Rogue:
     """One peer on a node's data port, speaking as `node_id` (and, unless `identity` says otherwise,
-    with that routing id). Only loopback addresses: this tool never reaches a real cluster."""
+    with the routing id a node of that id draws: the id itself, or with `curve` a random one, as
+    transport.connect_dealer does). Only loopback addresses: this tool never reaches a real cluster."""
 
-    def __init__(self, address: str, node_id: str, job: str, *, identity: str | None = None) -> None:
+    def __init__(
+        self,
+        address: str,
+        node_id: str,
+        job: str,
+        *,
+        identity: str | None = None,
+        curve: ClientKeys | None = None,
+    ) -> None:
         host, _, port = address.rpartition(":")
         if host != "localhost" and not ipaddress.ip_address(host).is_loopback:
             raise ValueError(f"{address}: the rogue peer only speaks on loopback")
         self.node_id, self.job = node_id, job
         self.ctx: zmq.Context[Any] = zmq.Context()
         self.sock: zmq.Socket[Any] = self.ctx.socket(zmq.DEALER)
-        self.sock.setsockopt(zmq.IDENTITY, (identity or node_id).encode())
+        if identity is not None:
+            routing_id = identity.encode()
+        else:
+            routing_id = curve_routing_id(node_id) if curve is not None else node_id.encode()
+        self.sock.setsockopt(zmq.IDENTITY, routing_id)
         self.sock.setsockopt(zmq.LINGER, 0)
+        if curve is not None:
+            curve.apply(self.sock)
         self.sock.connect(f"tcp://{host}:{int(port)}")
         #: Messages sent, in all (replays included).
         self.sent = 0
