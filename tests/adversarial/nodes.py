@@ -103,7 +103,7 @@ class Node:
 
 @contextmanager
 def node_process(
-    tmp_path: Path, doc: dict[str, Any], node_id: str, *, parent: str | None = None
+    tmp_path: Path, doc: dict[str, Any], node_id: str, *, parent: str | None = None, keys: Path | None = None
 ) -> Iterator[Node]:
     """`swarm node --node-id node_id` of the job `doc`, its parent (if any) at `parent` (host:port)."""
     manifest_path = tmp_path / "manifest.yaml"
@@ -126,6 +126,7 @@ def node_process(
         bind_host=HOST,
         metrics_host=HOST,
         threads=1,
+        keys=None if keys is None else str(keys),
     )
     # The checkout's sources, as `swarm run` gives its nodes (local/launcher.py).
     pythonpath = os.pathsep.join(filter(None, [*SOURCE_ROOTS, os.environ.get("PYTHONPATH")]))

@@ -90,7 +90,16 @@ class Kube:
         return dict(self.job(namespace, name).get("status") or {})
 
     def pods(self, namespace: str, job: str) -> list[dict[str, Any]]:
-        return self.items("pods", "-n", namespace, "-l", f"swarm.ncrsh.io/job={job}")
+        """The job's pods: labelled with it AND controlled by its SwarmTraining, as the operator
+        counts them (a pod that only copies the labels, like the rogue of test_2, is not one)."""
+        return [
+            p
+            for p in self.items("pods", "-n", namespace, "-l", f"swarm.ncrsh.io/job={job}")
+            if any(
+                o.get("kind") == "SwarmTraining" and o.get("name") == job and o.get("controller")
+                for o in p["metadata"].get("ownerReferences", [])
+            )
+        ]
 
     def pod_of(self, namespace: str, job: str, node_id: str) -> dict[str, Any] | None:
         live = [

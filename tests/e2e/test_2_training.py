@@ -10,10 +10,12 @@ removes everything it owned.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -74,6 +76,8 @@ class Run:
     seconds: float = 0.0
     #: The job's NetworkPolicy as the apiserver stored it (created by the operator).
     policy: dict[str, Any] = field(default_factory=dict)
+    #: What the rogue pod (job's labels, no keys) printed: its reply count per target.
+    rogue_log: str = ""
 
 
 def _kill_and_wait_replacement(kube: Kube, node_id: str, run: Run) -> None:
@@ -105,6 +109,47 @@ def _kill_and_wait_replacement(kube: Kube, node_id: str, run: Run) -> None:
     )
 
 
+ROGUE = f"{JOB}-rogue"
+#: The rogue dials the root as if it were agg-0, and agg-0 as if it were worker-0.
+ROGUE_TARGETS = (
+    f"{JOB}-root.{JOB}.{NAMESPACE}.svc:5555=agg-0",
+    f"{JOB}-agg-0.{JOB}.{NAMESPACE}.svc:5555=worker-0",
+)
+
+
+def _rogue_pod() -> dict[str, Any]:
+    """A pod of the job's namespace with worker-0's labels, our worker image and no keys: the
+    NetworkPolicy lets it reach the data port (same labels), so only CURVE can keep it out."""
+    script = (Path(__file__).parent / "rogue_hello.py").read_text()
+    labels = {"swarm.ncrsh.io/job": JOB, "swarm.ncrsh.io/role": "worker", "swarm.ncrsh.io/node": "worker-0"}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": ROGUE, "labels": labels},
+        "spec": {
+            "restartPolicy": "Never",
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": 10001,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "containers": [
+                {
+                    "name": "rogue",
+                    "image": example("training.yaml")["spec"]["image"],
+                    "imagePullPolicy": "IfNotPresent",
+                    "command": ["python", "-c", script, JOB, *ROGUE_TARGETS],
+                    "resources": {
+                        "requests": {"cpu": "50m", "memory": "256Mi"},
+                        "limits": {"memory": "256Mi"},
+                    },
+                    "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+                }
+            ],
+        },
+    }
+
+
 @pytest.fixture(scope="module")
 def run(chart: Kube) -> Run:
     kube, out = chart, Run()
@@ -116,6 +161,8 @@ def run(chart: Kube) -> Run:
         kube.wait_phase(NAMESPACE, JOB, {"Running"}, timeout=300)
         out.policy = kube.get("networkpolicy", JOB, "-n", NAMESPACE) or {}
         kube.wait_round(NAMESPACE, JOB, 2, timeout=300)
+        applied = kube.apply(_rogue_pod(), NAMESPACE)
+        assert applied.returncode == 0, applied.stderr
         _kill_and_wait_replacement(kube, "worker-1", out)
         _kill_and_wait_replacement(kube, "agg-0", out)
         old = kube.operator_pod()
@@ -142,6 +189,12 @@ def run(chart: Kube) -> Run:
     out.columns = kube.kubectl("get", "swt", "-n", NAMESPACE).stdout
     REPORT.append(f"e2e main run, {out.seconds:.0f} s from apply to Succeeded:\n{out.columns.rstrip()}")
     out.worker_log = kube.kubectl("logs", "-n", NAMESPACE, f"{JOB}-worker-0").stdout
+    poll(
+        "the rogue pod to finish",
+        lambda: (kube.get("pod", ROGUE, "-n", NAMESPACE) or {}).get("status", {}).get("phase") == "Succeeded",
+        timeout=120,
+    )
+    out.rogue_log = kube.kubectl("logs", "-n", NAMESPACE, ROGUE).stdout
     return out
 
 
@@ -203,6 +256,18 @@ def test_kubectl_logs_of_a_worker_show_its_progress(run: Run) -> None:
     assert len(lines) >= 5, run.worker_log[-2000:]
 
 
+def test_a_rogue_pod_with_the_jobs_labels_gets_nothing_and_changes_nothing(run: Run) -> None:
+    """No CURVE key: its HELLOs never complete a handshake, so no model and no answer; the operator
+    neither counts it as worker-0 nor replaces anything because of it."""
+    counts = re.findall(r"rogue: (\S+) as (\S+): (\d+) replies", run.rogue_log)
+    assert len(counts) == len(ROGUE_TARGETS), run.rogue_log
+    assert all(n == "0" for _, _, n in counts), run.rogue_log
+    nodes = {n["id"]: n for n in run.final["nodes"]}
+    assert nodes["worker-0"]["pod"] == f"{JOB}-worker-0"
+    assert "worker-0" not in run.final["restarts"]["byNode"]
+    assert not nodes["worker-0"]["quarantined"]
+
+
 def test_the_operator_created_the_jobs_network_policy(run: Run) -> None:
     """Accepted by the apiserver as built: the data port only from the job's pods, the metrics port
     only from the operator's namespace (this cluster's CNI does not enforce it; the data plane
@@ -227,7 +292,14 @@ def test_deleting_the_resource_removes_everything_it_owned(chart: Kube, run: Run
 
     def all_gone() -> bool:
         left = chart.kubectl(
-            "get", "pods,services,configmaps,networkpolicies", "-n", NAMESPACE, "-l", selector, "-o", "name"
+            "get",
+            "pods,services,configmaps,networkpolicies,secrets",
+            "-n",
+            NAMESPACE,
+            "-l",
+            selector,
+            "-o",
+            "name",
         ).stdout.split()
         return not left
 

@@ -14,6 +14,7 @@ from swarm_operator.builders import (
     build_configmap,
     build_pod,
     build_pods,
+    build_secret,
     build_service,
     creation_order,
     node_command,
@@ -55,6 +56,8 @@ def _pod(spec: SwarmSpec, node_id: str, settings: Settings | None = None) -> dic
                 "9090",
                 "--workdir",
                 "/var/lib/swarm",
+                "--keys",
+                "/var/run/swarm/keys",
             ],
         ),
         (
@@ -74,6 +77,8 @@ def _pod(spec: SwarmSpec, node_id: str, settings: Settings | None = None) -> dic
                 "9090",
                 "--workdir",
                 "/var/lib/swarm",
+                "--keys",
+                "/var/run/swarm/keys",
             ],
         ),
         (
@@ -93,12 +98,15 @@ def _pod(spec: SwarmSpec, node_id: str, settings: Settings | None = None) -> dic
                 "9090",
                 "--workdir",
                 "/var/lib/swarm",
+                "--keys",
+                "/var/run/swarm/keys",
             ],
         ),
     ],
     ids=["root-has-no-parent", "aggregator-dials-root", "worker-dials-its-aggregator"],
 )
 def test_node_command(node_id: str, expected: list[str]) -> None:
+    """Every pod gets the job's CURVE keys at the same path (its Secret volume holds only its own)."""
     spec = _spec()  # 8 workers, branching 4: root <- agg-0 (0..3), agg-1 (4..7)
     assert node_command(spec, "digits", "ml", tree_of(spec).node(node_id)) == expected
     assert _pod(spec, node_id)["spec"]["containers"][0]["command"] == expected
@@ -417,3 +425,22 @@ def test_one_pod_per_tree_node_parents_first(replicas: int, branching: int, pods
         if node.parent is not None:
             assert position[node.parent] < position[node.id]
     assert next(n.id for n in creation_order(tree)) == "root"
+
+
+def test_each_pod_mounts_only_its_own_secret_key_and_the_public_keys_it_needs() -> None:
+    spec = _spec()  # root <- agg-0 (workers 0..3), agg-1 (workers 4..7)
+    secret = build_secret(spec, OWNER)
+    assert secret["kind"] == "Secret"
+    assert secret["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+    assert len(secret["stringData"]) == 2 * len(tree_of(spec).nodes)
+    pod = _pod(spec, "agg-1")
+    (keys,) = [v for v in pod["spec"]["volumes"] if "secret" in v]
+    assert keys["secret"]["secretName"] == secret["metadata"]["name"]
+    paths = {item["path"] for item in keys["secret"]["items"]}
+    secrets = {p for p in paths if p.endswith(".secret")}
+    assert secrets == {"agg-1.secret"}
+    publics = {p.removesuffix(".public") for p in paths if p.endswith(".public")}
+    assert publics == {"agg-1", "root", "worker-4", "worker-5", "worker-6", "worker-7"}
+    (mount,) = [m for m in pod["spec"]["containers"][0]["volumeMounts"] if m["name"] == keys["name"]]
+    assert mount["mountPath"] == "/var/run/swarm/keys"
+    assert mount["readOnly"] is True

@@ -53,7 +53,7 @@ app.kubernetes.io/component: operator
   resources: [pods]
   verbs: [get, list, watch, create, delete]
 - apiGroups: [""]
-  resources: [services, configmaps]
+  resources: [services, configmaps, secrets]
   verbs: [get, create]
 - apiGroups: [networking.k8s.io]
   resources: [networkpolicies]

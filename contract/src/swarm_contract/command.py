@@ -44,6 +44,7 @@ def node_argv(
     bind_host: str | None = None,
     metrics_host: str | None = None,
     threads: int | None = None,
+    keys: str | None = None,
 ) -> list[str]:
     """The argv of node `node_id` of the job `spec` describes (a worker binds no port, but gets
     `--bind-port` like every node: one shape for every node and both deployments)."""
@@ -55,6 +56,8 @@ def node_argv(
     if needs_peers(spec, node):
         argv += ["--peers", ",".join(f"{b.id}={address(b.id)}" for b in bottom_aggregators(tree))]
     argv += ["--bind-port", str(bind_port), "--metrics-port", str(metrics_port), "--workdir", workdir]
+    if keys is not None:
+        argv += ["--keys", keys]
     if bind_host is not None:
         argv += ["--bind-host", bind_host]
     if metrics_host is not None:

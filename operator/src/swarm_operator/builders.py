@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from swarm_contract.command import node_argv
+from swarm_contract.keys import KEYS_MOUNT
 from swarm_contract.labels import (
     GPU_FRACTION_ANNOTATION,
     JOB_LABEL,
@@ -31,6 +32,7 @@ from swarm_contract.labels import (
 from swarm_contract.manifest import spec_to_dict
 from swarm_contract.spec import API_GROUP, API_VERSION, KIND, SwarmSpec
 from swarm_contract.topology import ROOT_ID, Tree, TreeNode, plan_tree
+from swarm_operator.keys import build_keys_secret, keys_mount, keys_secret_name, keys_volume
 from swarm_operator.resources import (
     PodShape,
     cpu_threads,
@@ -130,6 +132,7 @@ def node_command(spec: SwarmSpec, job: str, namespace: str, node: TreeNode) -> l
         bind_port=spec.network.data_port,
         metrics_port=spec.network.metrics_port,
         workdir=WORKDIR,
+        keys=KEYS_MOUNT,
     )
 
 
@@ -174,7 +177,9 @@ def _volumes(spec: SwarmSpec, job: str, node: TreeNode) -> tuple[list[dict[str, 
         {"name": "manifest", "mountPath": MANIFEST_DIR, "readOnly": True},
         {"name": "workdir", "mountPath": WORKDIR},
         {"name": "tmp", "mountPath": "/tmp"},
+        keys_mount(),
     ]
+    volumes.append(keys_volume(job, tree_of(spec), node.id, reshuffle=spec.topology.reshuffle))
     if node.role == "root":
         claim = checkpoint_claim(spec)
         source: dict[str, Any] = (
@@ -257,6 +262,12 @@ def build_pod(
     if annotations:
         metadata["annotations"] = annotations
     return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": pod_spec}
+
+
+def build_secret(spec: SwarmSpec, owner: Body) -> dict[str, Any]:
+    """The job's CURVE keys (swarm_operator.keys): created once, before the pods, never replaced."""
+    job = job_name(owner)
+    return build_keys_secret(job, _metadata(owner, keys_secret_name(job)), tree_of(spec))
 
 
 def tree_of(spec: SwarmSpec) -> Tree:

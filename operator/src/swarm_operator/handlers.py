@@ -6,10 +6,11 @@ Run it with `python -m swarm_operator` (reads Settings, then execs `kopf run`), 
         --liveness=http://0.0.0.0:8080/healthz
 
 - `swarm_pods`: an index of the swarm pods by (namespace, job), each reduced to a PodObservation.
-- `create_children` (create and resume): the headless Service, the ConfigMap, the NetworkPolicy
-  (unless turned off) and, on first creation only, every pod of the tree. Creating what exists is
-  a no-op (409), so an operator that restarts mid-creation adds nothing twice; on resume of a
-  started job, missing pods are left to the restart logic and its budget.
+- `create_children` (create and resume): the headless Service, the ConfigMap, the Secret of the
+  job's CURVE keys (swarm_operator.keys), the NetworkPolicy (unless turned off) and, on first
+  creation only, every pod of the tree. Creating what exists is a no-op (409), so an operator that
+  restarts mid-creation adds nothing twice; on resume of a started job, missing pods are left to
+  the restart logic and its budget.
 - `keep_swarm` (a daemon per SwarmTraining, one tick every `sync_interval_seconds`): reads the
   pods and the root's /status, calls `reconcile`, patches status, replaces pods, emits events,
   deletes the job once its TTL after finishing ran out. All state it needs is in the status.
@@ -36,6 +37,7 @@ from swarm_operator.builders import (
     build_configmap,
     build_pod,
     build_pods,
+    build_secret,
     build_service,
     tree_of,
 )
@@ -140,6 +142,9 @@ def create_children(
     core: client.CoreV1Api = memo.core
     _create(core.create_namespaced_service, namespace, build_service(parsed, body))
     _create(core.create_namespaced_config_map, namespace, build_configmap(parsed, body))
+    # The CURVE keys, before any pod mounts them; an existing Secret is kept (409), so a restarted
+    # operator never gives the running nodes new identities.
+    _create(core.create_namespaced_secret, namespace, build_secret(parsed, body))
     if memo.settings.network_policy:
         networking: client.NetworkingV1Api = memo.networking
         policy = build_network_policy(parsed, body, memo.settings)

@@ -24,6 +24,7 @@ from typing import Any
 
 from swarm_contract.manifest import Manifest, load_manifest
 from swarm_contract.spec import SpecError
+from swarm_worker.protocol.curve import KeyFileError
 from swarm_worker.simulation.byzantine import plan_for
 from swarm_worker.training.tasks import TaskError, resolve_task, task_metric
 
@@ -94,6 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--metrics-host", default="0.0.0.0")
     node.add_argument("--metrics-port", type=_port, default=None, help="default: spec.network.metricsPort")
     node.add_argument("--workdir", type=Path, default=Path("/var/lib/swarm"))
+    node.add_argument(
+        "--keys",
+        type=Path,
+        default=None,
+        help="directory of the job's CURVE keys (swarm_contract.keys); without it the links are plain",
+    )
     node.add_argument("--threads", type=_positive_int, default=None, help="torch threads (default: torch's)")
     return parser
 
@@ -225,6 +232,7 @@ def _serve_node(args: argparse.Namespace, stop_requested: threading.Event) -> in
         metrics_port=args.metrics_port if args.metrics_port is not None else net.metrics_port,
         workdir=args.workdir,
         peers=args.peers,
+        keys=args.keys,
     )
     settings.workdir.mkdir(parents=True, exist_ok=True)
     rt = NodeRuntime(settings, stop_requested=stop_requested)
@@ -256,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             return cmd_run(args)
         return cmd_node(args)
-    except (SpecError, TaskError) as e:
+    except (SpecError, TaskError, KeyFileError) as e:
         print(f"swarm: error: {e}", file=sys.stderr)
         return EXIT_USAGE
 

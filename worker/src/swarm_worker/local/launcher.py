@@ -44,6 +44,7 @@ from swarm_contract.spec import API_GROUP, API_VERSION, KIND
 from swarm_contract.topology import TreeNode, plan_tree
 from swarm_worker.local.placement import local_gpus, node_environ, plan_local_gpus
 from swarm_worker.local.ports import free_ports
+from swarm_worker.protocol.curve import write_job_keys
 
 POLL_S = 0.2
 #: Source roots of this process (worker/src, and contract/src beside it in a checkout).
@@ -117,13 +118,12 @@ class LocalSwarm:
         output.mkdir(parents=True, exist_ok=True)
         (output / "logs").mkdir(exist_ok=True)
         self.manifest_path = output / "manifest.yaml"
-        doc = {
-            "apiVersion": f"{API_GROUP}/{API_VERSION}",
-            "kind": KIND,
-            "metadata": {"name": manifest.name, "namespace": manifest.namespace},
-            "spec": spec_to_dict(self.spec),
-        }
+        meta = {"name": manifest.name, "namespace": manifest.namespace}
+        doc = {"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": KIND, "metadata": meta}
+        doc["spec"] = spec_to_dict(self.spec)
         self.manifest_path.write_text(yaml.safe_dump(doc, sort_keys=False))
+        #: The job's CURVE keys, a pair per node (kept across a resume in the same output directory).
+        self.keys_dir = write_job_keys(output / "keys", self.tree)
         #: Every node's data port; a worker binds none, but its command line matches a pod's.
         ports = free_ports(host, 2 * len(self.tree.nodes))
         self.data_ports = dict(zip(self.tree.nodes, ports[: len(self.tree.nodes)], strict=True))
@@ -143,6 +143,7 @@ class LocalSwarm:
                 bind_host=host,
                 metrics_host=host,
                 threads=threads,
+                keys=str(self.keys_dir),
             )
             self.processes[node.id] = NodeProcess(
                 node, argv, output / "logs" / f"{node.id}.log", metrics_port

@@ -34,8 +34,10 @@ from swarm_worker.node.model_sync import apply_model, model_digest
 from swarm_worker.node.round import RoundResult, RoundState
 from swarm_worker.node.runtime import SIGNALLED_EXIT_CODE, NodeRuntime
 from swarm_worker.protocol.codec import Message
+from swarm_worker.protocol.gate import ChildGate
 from swarm_worker.protocol.transport import (
     Encoded,
+    Routes,
     bind_router,
     connect_dealer,
     effective_max_message_bytes,
@@ -95,9 +97,23 @@ class AggregatorShell:
         self._dense_model: tuple[int, Encoded] | None = None
         self.ctx: zmq.Context[Any] = zmq.Context()
         max_bytes = effective_max_message_bytes(spec, rt.numel)
-        self.router = bind_router(self.ctx, rt.settings.bind_host, rt.settings.bind_port, max_bytes)
+        keys = rt.keys
+        # The ZAP handler before the bind: a CURVE ROUTER without one would admit any key.
+        self.gate = ChildGate(self.ctx, keys, on_refused=rt.metrics.dropped) if keys is not None else None
+        self.router = bind_router(
+            self.ctx, rt.settings.bind_host, rt.settings.bind_port, max_bytes, gate=self.gate
+        )
+        #: Where each child is reached: its node id, or under CURVE the connection it proved its key on.
+        self.routes = Routes(authenticated=keys is not None)
+        parent_id = rt.node.parent
         self.dealer = (
-            connect_dealer(self.ctx, rt.node.id, rt.settings.parent, max_bytes)
+            connect_dealer(
+                self.ctx,
+                rt.node.id,
+                rt.settings.parent,
+                max_bytes,
+                curve=keys.client(parent_id) if keys is not None and parent_id is not None else None,
+            )
             if rt.settings.parent
             else None
         )
@@ -164,7 +180,10 @@ class AggregatorShell:
         return self._dense_model[1]
 
     def _send_child(self, child: str, encoded: Encoded) -> None:
-        send(self.router, encoded, self.rt.metrics, identity=child.encode())
+        route = self.routes.of(child)
+        if route is None:  # CURVE: not heard from yet; a child that hears nothing says HELLO
+            return
+        send(self.router, encoded, self.rt.metrics, identity=route)
 
     def on_child(self, msg: Message) -> None:
         child, state = msg.node, self._state
@@ -244,6 +263,7 @@ class AggregatorShell:
                 if self.router in events:
                     got = receive(self.router, metrics, routed=True, job=job)
                     if got is not None:
+                        self.routes.learn(got)
                         self.rt.traffic.count(got.nbytes, got.dense_nbytes)
                         self.on_child(got.message)
                 if self.dealer is not None and self.dealer in events:
@@ -256,6 +276,8 @@ class AggregatorShell:
                     self._close_round(sink)
                 sink.tick(self, time.monotonic())
         finally:
+            if self.gate is not None:
+                self.gate.close()  # its threads hold sockets of ctx: before ctx.term()
             self.router.close(0)
             if self.dealer is not None:
                 self.dealer.close(0)

@@ -20,6 +20,7 @@ from swarm_contract.topology import Tree, TreeNode, plan_tree
 from swarm_worker.node.device import node_device
 from swarm_worker.node.telemetry import NodeMetrics, StatusServer
 from swarm_worker.node.traffic import Traffic
+from swarm_worker.protocol.curve import NodeKeys, load_node_keys
 from swarm_worker.training.steps import flat_parameters
 from swarm_worker.training.tasks import TaskBundle, build_task, initial_model
 
@@ -42,6 +43,8 @@ class NodeSettings:
     workdir: Path
     #: Workers with `topology.reshuffle`: node id -> host:port of every bottom aggregator.
     peers: dict[str, str] = field(default_factory=dict)
+    #: The job's CURVE key directory (`--keys`); None: plain links.
+    keys: Path | None = None
 
     @property
     def spec(self) -> SwarmSpec:
@@ -69,6 +72,12 @@ class NodeRuntime:
         spec = settings.spec
         self.tree: Tree = plan_tree(spec.workers.replicas, spec.topology.branching_factor)
         self.node: TreeNode = self.tree.node(settings.node_id)
+        #: This node's CURVE keys, read once at start (KeyFileError names a missing file).
+        self.keys: NodeKeys | None = (
+            load_node_keys(settings.keys, self.tree, self.node.id, reshuffle=spec.topology.reshuffle)
+            if settings.keys is not None
+            else None
+        )
         self.bundle: TaskBundle = build_task(spec.task.name, spec.task.options, spec.training.seed)
         self.device: torch.device = node_device(spec, self.node.role)
         self.model = initial_model(self.bundle, spec.training.seed).to(self.device)

@@ -13,6 +13,11 @@ With `topology.reshuffle` the worker holds a DEALER to every bottom aggregator (
 each round's update (and its HELLOs) to the one `topology.parent_in_round` names; models may come
 from any of them.
 
+`training.pipeline` or `training.adaptiveSteps`: local steps run one at a time (`LocalRun`) with a
+non-blocking poll between them. Pipelined, the worker starts round r+1's steps from θ_r - Δ_r once
+round r's update is sent, and sends them when θ_{r+1} is held (maths and rules: training.pipeline);
+adaptive steps fit each round in half the deadline (training.adaptive); each round's line logs them.
+
 A rank listed in `spec.simulation.byzantine` runs the same loop as an attacker (`byzantine.py`):
 label-flip trains on flipped labels, update attacks replace the honest Δ by a crafted one before
 compression, `crash` exits with status 3 on its third round of each incarnation, `silent` sends
@@ -51,7 +56,9 @@ from swarm_worker.simulation.byzantine import (
     make_trainer,
     plan_for,
 )
+from swarm_worker.training.pipeline import LocalRun, ModelAction, StepwiseRounds, on_model
 from swarm_worker.training.shards import honest_trainer
+from swarm_worker.training.steps import LocalResult
 
 log = logging.getLogger("swarm.worker")
 POLL_MS = 100
@@ -100,6 +107,13 @@ class Worker:
         self.rounds_trained = 0
         self.last_update: Encoded | None = None
         self.resync_after = max(2.0, spec.training.round_deadline_seconds)
+        self.silent = self.plan is not None and self.plan.silent
+        #: Local steps one at a time between polls (pipeline, adaptive steps; a silent rank never
+        #: trains); round 0 is pending at once, from θ_0, without waiting for the parent.
+        self.stepwise: StepwiseRounds | None = None
+        if not self.silent and (spec.training.pipeline or spec.training.adaptive_steps):
+            self.stepwise = StepwiseRounds(self.trainer, spec.training)
+            self.stepwise.begin(0, self.theta)
 
     def _message(self, msg_type: str, rnd: int, meta: dict[str, Any], tensors: dict[str, Any]) -> Message:
         return Message(msg_type, self.rt.settings.job, rnd, self.rt.node.id, meta, tensors)
@@ -126,18 +140,41 @@ class Worker:
         assert self.rt.node.parent is not None
         return self.rt.node.parent
 
-    def _train_and_send(self, sock: zmq.Socket[Any]) -> None:
-        assert self.theta is not None
-        if self.plan is not None and self.plan.silent:
-            self.answered_round = self.round  # alive, never heard
-            return
+    def _crash_if_due(self) -> None:
         if self.plan is not None and self.plan.crashes and self.rounds_trained == CRASH_AFTER_ROUNDS:
             log.warning("%s: crash attack, exiting with %d", self.rt.node.id, CRASH_EXIT_CODE)
             logging.shutdown()
             os._exit(CRASH_EXIT_CODE)  # like a segfault: no cleanup, no goodbye to the parent
-        digest = model_digest(self.theta)  # θ_r as this worker holds it, before training moves it
+
+    def _train_and_send(self, sock: zmq.Socket[Any]) -> None:
+        """Blocking path (no pipeline, no adaptive steps): H steps from θ_r in one call, then send."""
+        assert self.theta is not None
+        if self.silent:
+            self.answered_round = self.round  # alive, never heard
+            return
+        self._crash_if_due()
         started = time.monotonic()
         result = self.trainer.run_round(self.theta)
+        self._send_update(sock, result, started, self.trainer.local_steps)
+
+    def _step(self, sock: zmq.Socket[Any], stepwise: StepwiseRounds, run: LocalRun) -> None:
+        """Stepwise path: run's next step; once done and θ of its round is held, send its update."""
+        if not run.finished:
+            if run.done == 0:
+                self._crash_if_due()
+            run.step()
+        if run.finished and run.round == self.round:
+            assert self.theta is not None
+            started = time.monotonic() - run.seconds  # as if the steps had run just now, back to back
+            self._send_update(sock, stepwise.finish(), started, run.done)
+            stepwise.next_round(self.theta)  # pipelined: round r+1 from θ_r - Δ_r at once
+
+    def _send_update(self, sock: zmq.Socket[Any], result: LocalResult, started: float, steps: int) -> None:
+        """Compress and send `result`, `steps` local steps from θ_r begun at `started`, for round r."""
+        assert self.theta is not None
+        hashing = time.monotonic()
+        digest = model_digest(self.theta)  # θ_r as this worker holds it: every node logs the same
+        started += time.monotonic() - hashing  # a check, not the round's work: left out of its time
         tensors = self._update_for_wire(result.delta)
         elapsed = time.monotonic() - started
         m = self.rt.metrics
@@ -157,12 +194,13 @@ class Worker:
         m.round_seconds.observe(elapsed)
         # One line per round: what `kubectl logs` of a worker shows.
         log.info(
-            "%s: round %d: loss %.4f, %d samples in %.2f s, update %d bytes, model %s",
+            "%s: round %d: loss %.4f, %d samples in %.2f s (%d steps), update %d bytes, model %s",
             self.rt.node.id,
             self.round,
             result.loss,
             result.samples,
             elapsed,
+            steps,
             self.last_update.nbytes,
             digest,
         )
@@ -175,7 +213,13 @@ class Worker:
         parent_id = rt.node.parent
         assert parent_id is not None
         addresses = dict(rt.settings.peers) if rt.settings.peers else {parent_id: rt.settings.parent}
-        socks = {agg: connect_dealer(ctx, rt.node.id, addr, max_bytes) for agg, addr in addresses.items()}
+        keys = rt.keys
+        socks = {
+            agg: connect_dealer(
+                ctx, rt.node.id, addr, max_bytes, curve=keys.client(agg) if keys is not None else None
+            )
+            for agg, addr in addresses.items()
+        }
         if self.parent_for(0) not in socks:
             raise SpecError(f"--peers: no address for {self.parent_for(0)}, which {rt.node.id} reports to")
         poller = zmq.Poller()
@@ -191,7 +235,6 @@ class Worker:
     def _loop(self, socks: dict[str, zmq.Socket[Any]], poller: zmq.Poller) -> int:
         rt = self.rt
         last_heard = last_hello = 0.0
-        silent = self.plan is not None and self.plan.silent
         while True:
             if rt.stop_requested.is_set():
                 log.info("%s: stopping on a signal at round %d", rt.node.id, self.round)
@@ -199,14 +242,22 @@ class Worker:
             now = time.monotonic()
             quiet = now - last_heard > self.resync_after and now - last_hello > HELLO_INTERVAL_S
             sock = socks[self.parent_for(self.round)]
-            if quiet and not silent:
+            if quiet and not self.silent:
                 meta = {"role": "worker", "answered": self.answered_round == self.round}
                 send(sock, encode_message(self._message("hello", self.round, meta, {})), rt.metrics)
                 last_hello = now
-            if self.answered_round < 0:
+            if self.answered_round < 0 and self.stepwise is None:
                 self._train_and_send(sock)  # round 0 from θ_0, without waiting for the parent
+                # The parent answers with round 1's model: silence counts from now. Left at 0, the
+                # worker said HELLO every second until then, and each HELLO the root read after it
+                # had opened round 1 (e.g. queued while it evaluated) drew a dense model.
+                last_heard = time.monotonic()
                 continue
-            for ready, _ in poller.poll(POLL_MS):
+            run = self.stepwise.pending if self.stepwise is not None else None
+            busy = run is not None and not run.finished
+            if self.stepwise is not None and run is not None:
+                self._step(sock, self.stepwise, run)
+            for ready, _ in poller.poll(0 if busy else POLL_MS):
                 got = receive(ready, rt.metrics, routed=False, job=rt.settings.job)
                 if got is None:
                     continue
@@ -226,6 +277,8 @@ class Worker:
                         rt.metrics.dropped("support")
                         last_heard = 0.0
                         continue
+                pending = self.stepwise.pending_round if self.stepwise is not None else None
+                action = on_model(msg.round, pending, self.answered_round)
                 theta = apply_model(self.theta, self.round, msg)
                 if theta is None:
                     rt.metrics.dropped("model-mismatch")
@@ -236,7 +289,12 @@ class Worker:
                     self.support = support
                 rt.metrics.round.set(self.round)
                 parent = socks[self.parent_for(self.round)]
-                if self.round == self.answered_round and self.last_update is not None:
+                if action is ModelAction.RESEND and self.last_update is not None:
                     send(parent, self.last_update, rt.metrics)  # the parent lost it
                     continue
-                self._train_and_send(parent)
+                if action is ModelAction.KEEP:
+                    continue  # the pending steps are for this round: sent when they are done
+                if self.stepwise is not None:
+                    self.stepwise.begin(self.round, self.theta)
+                else:
+                    self._train_and_send(parent)
