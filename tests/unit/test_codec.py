@@ -39,6 +39,7 @@ from swarm_worker.protocol.codec import (
     decode,
     encode,
 )
+from swarm_worker.protocol.frames import check_values
 
 Frames = list[bytes]
 
@@ -251,6 +252,43 @@ def test_large_tensors_round_trip_zero_copy_over_zmq() -> None:
     assert isinstance(dense, torch.Tensor)
     # A view of the received frame, not a copy.
     assert dense.data_ptr() == _address(frames[1])
+
+
+# ---------------------------------------------------------------------------------------------
+# The finiteness check on the values' bits, against torch.isfinite
+
+
+def _finite_by_codec(values: torch.Tensor) -> bool:
+    try:
+        check_values(memoryview(bytearray(values.view(torch.uint8).numpy())), values.dtype, "v")
+    except CodecError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["float16", "bfloat16"])
+def test_every_16_bit_pattern_is_judged_finite_exactly_as_torch_does(dtype: torch.dtype) -> None:
+    every = torch.arange(-(2**15), 2**15, dtype=torch.int32).to(torch.int16)  # all 65,536 patterns
+    finite = torch.isfinite(every.view(dtype))
+    assert _finite_by_codec(every[finite].view(dtype))
+    extremes = every[finite].view(dtype).aminmax()
+    for bits in every[~finite].tolist():  # each Inf and NaN, between the largest finite values
+        values = torch.stack([extremes.max, torch.tensor(bits, dtype=torch.int16).view(dtype), extremes.min])
+        assert not _finite_by_codec(values), hex(bits & 0xFFFF)
+
+
+@pytest.mark.parametrize("numel", [5, 1 << 20], ids=["numpy-pass", "torch-aminmax-pass"])
+@pytest.mark.parametrize(
+    "bits",
+    [0x7F800000, 0xFF800000, 0x7FC00000, 0xFFC00000, 0x7F800001, None],
+    ids=["inf", "-inf", "nan", "-nan", "signalling-nan", "finite"],
+)
+def test_float32_values_finite_or_not_on_both_passes(numel: int, bits: int | None) -> None:
+    values = torch.full((numel,), -3.4e38)  # huge but finite: accepted (the magnitude is admission's)
+    values[0] = 3.4e38
+    if bits is not None:
+        values.view(torch.int32)[-1] = bits - (1 << 32) if bits >= 1 << 31 else bits
+    assert _finite_by_codec(values) is (bits is None)
 
 
 def _address(frame: zmq.Frame) -> int:
