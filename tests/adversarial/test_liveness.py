@@ -17,7 +17,9 @@ from typing import Any
 
 import pytest
 
+from swarm_contract.topology import ROOT_ID
 from swarm_worker.local.launcher import SwarmInterruptedError
+from swarm_worker.protocol.curve import load_node_keys
 from tests.adversarial.nodes import HOST, NUMEL
 from tests.adversarial.rogue import Rogue, huge_sparse
 from tests.integration.swarm_helpers import SwarmThread, manifest, trained_rounds
@@ -71,7 +73,9 @@ def test_a_silent_and_an_invalid_child_leave_a_run_the_quorum_allows_to_finish(
     *honest, rogue_id, silent_id = workers
     for slot in (rogue_id, silent_id):  # no process: the rogue takes one slot, the other stays silent
         del run.swarm.processes[slot]
-    rogue = Rogue(f"{HOST}:{run.swarm.data_ports['root']}", rogue_id, m.name)
+    # A Byzantine member holds its own key: CURVE lets it in, and the round's checks must hold it.
+    keys = load_node_keys(run.swarm.keys_dir, run.swarm.tree, rogue_id, reshuffle=False)
+    rogue = Rogue(f"{HOST}:{run.swarm.data_ports['root']}", rogue_id, m.name, curve=keys.client(ROOT_ID))
     run.start()
     try:
         # Top-k in float16 is what an honest worker sends: float32 values are refused (`dtype`).
