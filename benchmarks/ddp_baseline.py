@@ -16,6 +16,10 @@ it includes TCP/IP headers, gloo's own algorithm choice and any other loopback t
 
 Prints one JSON line: {"steps_to_95": ..., "bytes_to_95": ..., ...}; writes
 benchmarks/results/ddp.md (not with --no-write).
+
+`run_ddp_baseline` also trains other tasks for other benchmarks (benchmarks/bench_lm.py: the `lm`
+task with Adam): `task`, `options`, the inner optimizer, the batch, and `goal` "loss" (stop at the
+first test loss <= target) instead of "accuracy" (>= target); `curve` holds every evaluation.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import os
 import socket
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -59,26 +64,46 @@ def _free_port() -> int:
         return port
 
 
+@dataclass(frozen=True)
+class Training:
+    """What DDP trains, and how: digits with SGD lr 0.1, batch 32, to an accuracy, by default."""
+
+    task: str = "digits"
+    options: dict[str, Any] = field(default_factory=dict)
+    optimizer: str = "sgd"  # or "adam"
+    lr: float = 0.1
+    batch: int = 32
+    goal: str = "accuracy"  # or "loss": stop at test loss <= target
+
+
 def _worker(
-    rank: int, world: int, target: float, max_steps: int, eval_every: int, seed: int, out: str
+    rank: int,
+    world: int,
+    target: float,
+    max_steps: int,
+    eval_every: int,
+    seed: int,
+    out: str,
+    training: Training = Training(),
 ) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        bundle = build_task("digits", {}, seed)
+        bundle = build_task(training.task, training.options, seed)
         model = initial_model(bundle, seed)
         ddp = DistributedDataParallel(model)  # broadcasts rank 0's parameters
-        optimizer = torch.optim.SGD(ddp.parameters(), lr=0.1)
+        optimizer_class = torch.optim.Adam if training.optimizer == "adam" else torch.optim.SGD
+        optimizer = optimizer_class(ddp.parameters(), lr=training.lr)
         shard = shard_indices(bundle.train_y, world, rank, partition="iid", alpha=1.0, seed=seed)
         stream = batches(
             bundle.train_x[shard],
             bundle.train_y[shard],
-            32,
+            training.batch,
             torch.Generator().manual_seed(seed * 1000 + rank),
         )
         dist.barrier()
         lo_before, start = loopback_bytes(), time.perf_counter()
-        step, accuracy, reached, curve = 0, 0.0, False, []
+        step, loss, accuracy, reached, curve = 0, float("nan"), 0.0, False, []
         while step < max_steps:
             x, y = next(stream)
             optimizer.zero_grad(set_to_none=True)
@@ -86,9 +111,11 @@ def _worker(
             optimizer.step()
             step += 1
             if step % eval_every == 0:
-                _, accuracy = evaluate(model, bundle)
-                curve.append((step, accuracy))
-                if accuracy >= target:
+                loss, accuracy = evaluate(model, bundle)
+                curve.append(
+                    (step, loss if training.goal == "loss" else accuracy, time.perf_counter() - start)
+                )
+                if (loss <= target) if training.goal == "loss" else (accuracy >= target):
                     reached = True
                     break
         dist.barrier()
@@ -98,6 +125,7 @@ def _worker(
                 "steps": step,
                 "reached": reached,
                 "accuracy": accuracy,
+                "loss": loss,
                 "wall_s": wall,
                 "loopback_bytes": None if lo_before is None or lo_after is None else lo_after - lo_before,
                 "curve": curve,
@@ -109,15 +137,26 @@ def _worker(
 
 
 def run_ddp_baseline(
-    workers: int = 8, target: float = 0.95, max_steps: int = 3000, seed: int = 0, eval_every: int = 1
+    workers: int = 8,
+    target: float = 0.95,
+    max_steps: int = 3000,
+    seed: int = 0,
+    eval_every: int = 1,
+    training: Training = Training(),
 ) -> dict[str, Any]:
-    """Train digits with DDP (gloo) until test accuracy >= target; steps and bytes it took."""
+    """Train digits (or `training`'s task) with DDP (gloo) until test accuracy >= target (or its
+    loss <= target); steps and bytes it took."""
     os.environ["MASTER_ADDR"] = "127.0.0.1"
     os.environ["MASTER_PORT"] = str(_free_port())
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     with tempfile.TemporaryDirectory() as tmp:
         out = str(Path(tmp) / "rank0.json")
-        mp.spawn(_worker, args=(workers, target, max_steps, eval_every, seed, out), nprocs=workers, join=True)
+        mp.spawn(
+            _worker,
+            args=(workers, target, max_steps, eval_every, seed, out, training),
+            nprocs=workers,
+            join=True,
+        )
         rank0 = json.loads(Path(out).read_text())
     model_bytes = rank0["model_params"] * 4
     per_step = workers * 2 * (workers - 1) / workers * model_bytes
@@ -127,8 +166,12 @@ def run_ddp_baseline(
         f"steps_to_{label}": steps if rank0["reached"] else None,
         f"bytes_to_{label}": round(steps * per_step) if rank0["reached"] else None,
         "reached": rank0["reached"],
+        "steps_to_target": steps if rank0["reached"] else None,
+        "bytes_to_target": round(steps * per_step) if rank0["reached"] else None,
+        "curve": rank0["curve"],
         "target": target,
         "final_accuracy": rank0["accuracy"],
+        "final_loss": rank0["loss"],
         "steps_run": steps,
         "workers": workers,
         "model_params": rank0["model_params"],
@@ -158,6 +201,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     run = start_run("benchmarks.ddp_baseline", argv)
     result = run_ddp_baseline(args.workers, args.target, args.max_steps, args.seed, args.eval_every)
+    result.pop("curve")  # every evaluation: for other benchmarks, too long for this file
     print(json.dumps(result), flush=True)
     if not args.no_write:
         label = f"{round(args.target * 100):d}"

@@ -1,13 +1,21 @@
-"""What `swarm run` leaves behind: summary.json, curves.png, and the console progress and table."""
+"""What `swarm run` leaves behind: summary.json, curves.png, and the console progress and table.
+
+A task's metric (swarm_worker.training.tasks.task_metric) decides what is shown: test loss and
+accuracy, or for a language model (`perplexity`) the validation loss, its perplexity exp(loss) and
+the next-byte accuracy; summary.json then also holds `final_perplexity`.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+
+from swarm_worker.training.tasks import Metric
 
 
 def human_bytes(n: float) -> str:
@@ -18,26 +26,47 @@ def human_bytes(n: float) -> str:
     return f"{n:.1f} GB"
 
 
-def progress_line(line: dict[str, Any], rounds: int) -> str:
+def perplexity(loss: float | None) -> float | None:
+    """exp(loss) for a loss in nats; None when there is no loss, inf past float range."""
+    if loss is None:
+        return None
+    return math.exp(loss) if loss < 700 else math.inf
+
+
+def progress_line(line: dict[str, Any], rounds: int, metric: Metric = "accuracy") -> str:
     acc = line.get("accuracy")
     acc_s = f"{100 * acc:5.1f}%" if acc is not None else "   -  "
     loss = line.get("testLoss")
     loss_s = f"{loss:.4f}" if loss is not None else "-"
+    if metric == "perplexity":
+        ppl = perplexity(loss)
+        scores = f"val loss {loss_s}  ppl {ppl:.2f}  " if ppl is not None else "val loss -  ppl -  "
+        scores += f"next-byte acc {acc_s}"
+    else:
+        scores = f"test loss {loss_s}  acc {acc_s}"
     return (
-        f"round {line['round']:>4}/{rounds}  test loss {loss_s}  acc {acc_s}  "
+        f"round {line['round']:>4}/{rounds}  {scores}  "
         f"workers {line['workers']}  sent {human_bytes(line['bytesSent'])}  "
         f"{line['samplesPerSecond']:,.0f} samples/s  {line['wallSeconds']:.1f}s"
     )
 
 
-def summarize(result: dict[str, Any], lines: list[dict[str, Any]]) -> dict[str, Any]:
+def summarize(
+    result: dict[str, Any], lines: list[dict[str, Any]], metric: Metric = "accuracy"
+) -> dict[str, Any]:
     sent = int(result["bytesSent"])
     dense = int(result["denseEquivalentBytes"])
+    scores: dict[str, Any] = {
+        "metric": metric,
+        "final_accuracy": result["accuracy"],
+        "final_loss": result["loss"],
+    }
+    if metric == "perplexity":
+        scores["final_perplexity"] = perplexity(result["loss"])
     return {
         "job": result["job"],
         "phase": result["phase"],
-        "final_accuracy": result["accuracy"],
-        "final_loss": result["loss"],
+        **scores,
         "rounds": result["round"],
         "wall_seconds": result["wallSeconds"],
         "bytes_sent": sent,
@@ -85,11 +114,18 @@ def print_summary(console: Console, summary: dict[str, Any]) -> None:
     table = Table(title=f"swarm run: {summary['job']}", show_header=False)
     table.add_column("metric")
     table.add_column("value", justify="right")
-    acc = summary["final_accuracy"]
-    table.add_row("final test accuracy", f"{100 * acc:.2f}%" if acc is not None else "-")
+    acc, loss = summary["final_accuracy"], summary["final_loss"]
+    language_model = summary.get("metric") == "perplexity"
+    if language_model:
+        table.add_row("final validation loss", f"{loss:.4f}" if loss is not None else "-")
+        ppl = summary.get("final_perplexity")
+        table.add_row("final perplexity", f"{ppl:.2f}" if ppl is not None else "-")
     table.add_row(
-        "final test loss", f"{summary['final_loss']:.4f}" if summary["final_loss"] is not None else "-"
+        "final next-byte accuracy" if language_model else "final test accuracy",
+        f"{100 * acc:.2f}%" if acc is not None else "-",
     )
+    if not language_model:
+        table.add_row("final test loss", f"{loss:.4f}" if loss is not None else "-")
     table.add_row("rounds", str(summary["rounds"]))
     table.add_row("wall time", f"{summary['wall_seconds']:.1f} s")
     table.add_row("bytes sent", human_bytes(summary["bytes_sent"]))

@@ -4,13 +4,20 @@ Built-in tasks need no download:
 - `digits`: scikit-learn's bundled 8x8 digits (1,797 images), an MLP 64-128-10 (9,610 parameters).
 - `mnist1d`: procedurally generated 1-D digits from the `mnist1d` package (`make_dataset`, offline),
   an MLP 40-2048-2048-10 (4.3 M parameters) that exercises compression at a realistic size.
+- `lm`: a GPT-style byte-level decoder (presets of about 1 M, 25 M and 100 M parameters) on the
+  Python standard library's own sources (swarm_worker.training.lm has the options). Its metric is
+  perplexity: `evaluate` returns (validation loss, next-byte accuracy) and reports show exp(loss).
 A user's own task is `package.module:function`; the function takes the task's `options` mapping
 and returns a `TaskBundle`. Every process builds the task from the same seed, so the data splits
 and the initial model are identical everywhere without shipping them.
 
 Sharding (`shard_indices`) splits the training set by worker rank: `iid` deals a seeded permutation
 round-robin; `dirichlet` draws each class's share per worker from Dirichlet(alpha), the usual
-non-iid benchmark (Hsu et al. 2019).
+non-iid benchmark (Hsu et al. 2019); it needs one class label per example, so not for `lm`.
+
+`batches` and `evaluate` work wherever the tensors are: a shard may live on the GPU (the batch order
+still comes from a CPU generator, so it is the same on every device), and `evaluate` moves the test
+split to the model's device one mini-batch at a time.
 """
 
 from __future__ import annotations
@@ -19,11 +26,16 @@ import importlib
 import itertools
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import nn
+
+from swarm_worker.training.lm import GPT, VOCAB, lm_data, lm_loss
+
+#: What a task's progress is read as: test accuracy, or perplexity (exp of the test loss).
+Metric = Literal["accuracy", "perplexity"]
 
 
 class TaskError(ValueError):
@@ -32,7 +44,9 @@ class TaskError(ValueError):
 
 @dataclass(frozen=True)
 class TaskBundle:
-    """What a task provides. Tensors are CPU tensors; labels are int64 class indices."""
+    """What a task provides. Tensors are CPU tensors; labels are int64 class indices, or for a
+    sequence task (B, T) targets with logits (B, T, V): `loss_fn` then flattens them, and accuracy
+    counts every position. Integer inputs may be stored narrower (uint8) and converted by the model."""
 
     build_model: Callable[[], nn.Module]
     train_x: torch.Tensor
@@ -41,6 +55,7 @@ class TaskBundle:
     test_y: torch.Tensor
     num_classes: int
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = nn.functional.cross_entropy
+    metric: Metric = "accuracy"
 
 
 def _mlp(sizes: list[int]) -> nn.Module:
@@ -111,10 +126,36 @@ def mnist1d_task(options: Mapping[str, Any]) -> TaskBundle:
     )
 
 
+def lm_task(options: Mapping[str, Any]) -> TaskBundle:
+    try:
+        data = lm_data(options)
+    except ValueError as e:
+        raise TaskError(str(e)) from e
+    return TaskBundle(
+        build_model=lambda: GPT(data.config),
+        train_x=data.train_x,
+        train_y=data.train_y,
+        test_x=data.test_x,
+        test_y=data.test_y,
+        num_classes=VOCAB,
+        loss_fn=lm_loss,
+        metric="perplexity",
+    )
+
+
 BUILTIN_TASKS: dict[str, Callable[[Mapping[str, Any]], TaskBundle]] = {
     "digits": digits_task,
     "mnist1d": mnist1d_task,
+    "lm": lm_task,
 }
+#: The metric of each built-in task whose metric is not accuracy, known without building the task
+#: (the console of `swarm run` needs it before any node has built one).
+BUILTIN_METRICS: dict[str, Metric] = {"lm": "perplexity"}
+
+
+def task_metric(name: str) -> Metric:
+    """How `swarm run` reports the task named `name`: a user's task is reported as accuracy."""
+    return BUILTIN_METRICS.get(name, "accuracy")
 
 
 def resolve_task(name: str) -> Callable[[Mapping[str, Any]], TaskBundle]:
@@ -162,6 +203,8 @@ def shard_indices(
         return torch.from_numpy(rng.permutation(n)[rank::world].copy())
     if partition != "dirichlet":
         raise ValueError(f"unknown partition {partition!r}")
+    if labels.dim() != 1:
+        raise ValueError("partition 'dirichlet' needs one class label per example; use 'iid' for this task")
     y = labels.numpy()
     owner = np.empty(n, dtype=np.int64)
     for cls in np.unique(y):
@@ -180,23 +223,41 @@ def shard_indices(
 def batches(
     x: torch.Tensor, y: torch.Tensor, batch_size: int, generator: torch.Generator
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Endless shuffled mini-batches (reshuffled every epoch) from one worker's shard."""
+    """Endless shuffled mini-batches (reshuffled every epoch) from one worker's shard, on the shard's
+    device; `generator` is a CPU generator, so the order is the same whatever that device is."""
     n = len(x)
     size = min(batch_size, n)
     while True:
-        order = torch.randperm(n, generator=generator)
+        order = torch.randperm(n, generator=generator).to(x.device)
         for start in range(0, n - size + 1, size):
             idx = order[start : start + size]
             yield x[idx], y[idx]
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, bundle: TaskBundle, max_examples: int = 10_000) -> tuple[float, float]:
-    """(test loss, test accuracy) on up to `max_examples` test examples."""
+def evaluate(
+    model: nn.Module, bundle: TaskBundle, max_examples: int = 10_000, batch_targets: int = 4_096
+) -> tuple[float, float]:
+    """(test loss, test accuracy) on up to `max_examples` test examples, on the model's device.
+
+    Mini-batches of about `batch_targets` targets (examples, or B·T positions of a sequence task)
+    bound the memory; the loss is the mean over targets (each batch's mean loss weighted by its
+    targets), accuracy the share of targets whose arg-max logit is right. A test split of at most
+    `batch_targets` targets is one batch, so classification results are those of a single pass.
+    """
+    device = next(model.parameters()).device
+    x_all, y_all = bundle.test_x[:max_examples], bundle.test_y[:max_examples]
+    if len(y_all) == 0:
+        raise ValueError("evaluate: the task's test split is empty")
+    step = max(1, batch_targets // max(1, y_all[0].numel()))
     model.eval()
-    x, y = bundle.test_x[:max_examples], bundle.test_y[:max_examples]
-    logits = model(x)
-    loss = float(bundle.loss_fn(logits, y))
-    accuracy = float((logits.argmax(dim=1) == y).float().mean())
+    loss_sum, correct, targets = 0.0, 0, 0
+    for start in range(0, len(y_all), step):
+        x = x_all[start : start + step].to(device)
+        y = y_all[start : start + step].to(device)
+        logits = model(x)
+        loss_sum += float(bundle.loss_fn(logits, y)) * y.numel()
+        correct += int((logits.argmax(dim=-1) == y).sum())
+        targets += y.numel()
     model.train()
-    return loss, accuracy
+    return loss_sum / targets, correct / targets
