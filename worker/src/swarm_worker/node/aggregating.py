@@ -244,7 +244,8 @@ class AggregatorShell:
         poller.register(self.router, zmq.POLLIN)
         if self.dealer is not None:
             poller.register(self.dealer, zmq.POLLIN)
-        last_heard = last_hello = 0.0
+        # One HELLO at start, then only after silence counted from the start (see roles/worker.py).
+        last_heard, last_hello, greeted = time.monotonic(), 0.0, False
         resync_after = max(2.0, 2 * self.rt.settings.spec.training.round_deadline_seconds)
         job, metrics, state = self.rt.settings.job, self.rt.metrics, self._state
         try:
@@ -255,10 +256,10 @@ class AggregatorShell:
                     return SIGNALLED_EXIT_CODE
                 now = time.monotonic()
                 quiet = now - last_heard > resync_after and now - last_hello > HELLO_INTERVAL_S
-                if self.dealer is not None and quiet:
+                if self.dealer is not None and (quiet or not greeted):
                     meta = {"role": "aggregator", "answered": state.closed}
                     send(self.dealer, encode_message(self.message("hello", state.round, meta, {})), metrics)
-                    last_hello = now
+                    last_hello, greeted = now, True
                 events = dict(poller.poll(POLL_MS))
                 if self.router in events:
                     got = receive(self.router, metrics, routed=True, job=job)

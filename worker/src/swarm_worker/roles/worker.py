@@ -234,7 +234,10 @@ class Worker:
 
     def _loop(self, socks: dict[str, zmq.Socket[Any]], poller: zmq.Poller) -> int:
         rt = self.rt
-        last_heard = last_hello = 0.0
+        # One HELLO at start (a restarted worker learns the parent's round at once), then only after
+        # silence, counted from the start: HELLOs that queue while the parent is busy would each be
+        # answered with the dense model once it has moved to the next round.
+        last_heard, last_hello, greeted = time.monotonic(), 0.0, False
         while True:
             if rt.stop_requested.is_set():
                 log.info("%s: stopping on a signal at round %d", rt.node.id, self.round)
@@ -242,16 +245,13 @@ class Worker:
             now = time.monotonic()
             quiet = now - last_heard > self.resync_after and now - last_hello > HELLO_INTERVAL_S
             sock = socks[self.parent_for(self.round)]
-            if quiet and not self.silent:
+            if (quiet or not greeted) and not self.silent:
                 meta = {"role": "worker", "answered": self.answered_round == self.round}
                 send(sock, encode_message(self._message("hello", self.round, meta, {})), rt.metrics)
-                last_hello = now
+                last_hello, greeted = now, True
             if self.answered_round < 0 and self.stepwise is None:
                 self._train_and_send(sock)  # round 0 from θ_0, without waiting for the parent
-                # The parent answers with round 1's model: silence counts from now. Left at 0, the
-                # worker said HELLO every second until then, and each HELLO the root read after it
-                # had opened round 1 (e.g. queued while it evaluated) drew a dense model.
-                last_heard = time.monotonic()
+                last_heard = time.monotonic()  # the parent answers with round 1's model: wait from now
                 continue
             run = self.stepwise.pending if self.stepwise is not None else None
             busy = run is not None and not run.finished
