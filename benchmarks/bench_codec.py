@@ -9,7 +9,8 @@ same frames, preallocated once, sent with send_multipart and received without de
 runs in its own process, as a worker does in the swarm (a thread of the receiver's process would
 share its GIL, and every hand-over of the GIL would be counted as the codec's cost); the receiver
 is the main process. Modes are interleaved per repetition; the table gives medians and codec/raw
-throughput ratios. Writes benchmarks/results/codec.md (not with --no-write).
+throughput ratios. A second table, from the same run, gives CURVE on vs off for the same messages
+on a tree link (benchmarks.curve_cost). Writes benchmarks/results/codec.md (not with --no-write).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import torch
 import zmq
 
 from benchmarks.common import markdown_table, median, start_run, write_result
+from benchmarks.curve_cost import curve_cost
 from swarm_worker.maths.compression import SparseVector, k_for
 from swarm_worker.protocol.codec import META_SCHEMA, Message, decode, encode
 
@@ -154,6 +156,20 @@ def main(argv: list[str] | None = None) -> None:
         rows,
     )  # fmt: skip
     print(table)
+    # CURVE on vs off on a tree link (DEALER -> ROUTER behind the ZAP gate), same run, same frames.
+    curve_rows = []
+    for name, case, n in cases:
+        frames = [bytes(f) for f in encode(build(case, args.params, args.ratio))]
+        c = curve_cost(frames, n, args.repeats)
+        mb = c["bytes"] / 1e6
+        msgs = [f"{c['plain_msgs']:.1f}", f"{c['curve_msgs']:.1f}"]
+        mbps = [f"{c['plain_msgs'] * mb:.0f}", f"{c['curve_msgs'] * mb:.0f}"]
+        curve_rows.append([name, *msgs, *mbps, f"{c['ratio']:.2f}"])
+        print(" | ".join(map(str, curve_rows[-1])), flush=True)
+    curve_table = markdown_table(
+        ["case", "plain msg/s", "CURVE msg/s", "plain MB/s", "CURVE MB/s", "ratio CURVE/plain"], curve_rows
+    )
+    print(curve_table)
     if args.no_write:
         return
     body = (
@@ -165,6 +181,10 @@ def main(argv: list[str] | None = None) -> None:
         "repetition's pair. The sender is a process of its own, as a worker is (it used to be a "
         "thread of the receiver's process, whose GIL hand-overs the codec's time then included); "
         "both share the machine's cores."
+        "\n\nCURVE on vs off, the same messages over a tree link (benchmarks.curve_cost: a DEALER to a "
+        "ROUTER over tcp loopback, the ROUTER behind the ZAP gate admitting the child's key, every "
+        "frame encrypted and authenticated by libzmq; no decode, so the ratio is the link's cost "
+        "alone):\n\n" + curve_table
     )
     write_result(
         "codec", "Codec + ZeroMQ (PUSH/PULL, tcp loopback) vs raw ZeroMQ frames of the same bytes", run, body

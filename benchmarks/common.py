@@ -57,9 +57,10 @@ def mean_range(xs: Sequence[float], fmt: str = "{:.1f}") -> str:
 
 def machine() -> str:
     cpus = os.cpu_count()
+    affinity: int | None
     try:
         affinity = len(os.sched_getaffinity(0))
-    except AttributeError:
+    except AttributeError:  # not on every platform
         affinity = cpus
     return (
         f"{platform.machine()} {platform.processor() or ''} {affinity} usable cores ({cpus} total), "
