@@ -1,6 +1,7 @@
 """Attacks against real `swarm run` processes: final digits accuracy of the recommended robust
-configuration (examples/robust.yaml) and of the same configuration with `rule: mean`, with 2 of 8
-workers attacking, over several seeds.
+configuration (examples/robust.yaml), of the same configuration with `rule: mean`, and of
+examples/byzantine.yaml, with 2 of 8 workers attacking, over several seeds, and the share of
+attackers each configuration detects (quarantines).
 
     python -m benchmarks.bench_attacks_swarm [--rounds 20] [--seeds 3] [--run-timeout 600] [--no-write]
         [--attacks alie ipm sign-flip sign-flip:10 gaussian label-flip]
@@ -14,8 +15,8 @@ accuracy (mean and min-max over seeds), the attackers' highest and the honest wo
 final reputation, and how many attackers and honest workers were quarantined. A run that gives no
 final status within --run-timeout seconds (a stalled round) counts with the accuracy of its last
 committed round and is listed under the table. Writes
-benchmarks/results/attacks_swarm.md (not with --no-write). The full table (7 rows x 3 seeds x 2
-arms = 42 runs at 20 rounds) takes about 45 minutes on 2 cores.
+benchmarks/results/attacks_swarm.md (not with --no-write). The full table (7 rows x 3 seeds x 3
+arms = 63 runs at 20 rounds) takes about 70 minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -36,26 +37,37 @@ from swarm_worker.local.launcher import LocalSwarm, SwarmFailedError
 ROOT = Path(__file__).resolve().parents[1]
 ATTACKERS = (2, 5)
 ALL_ATTACKS = ["alie", "ipm", "sign-flip", "sign-flip:10", "gaussian", "label-flip"]
-ARMS = ("robust", "mean")
+#: robust: examples/robust.yaml; mean: the same with `rule: mean`; byzantine: examples/byzantine.yaml
+#: (two-level tree, trimmed mean with f = 1) with the row's attack on its own attackers.
+ARMS = ("robust", "mean", "byzantine")
+
+
+def attackers_of(arm: str, byzantine_base: dict[str, Any]) -> tuple[int, ...]:
+    """The attacking ranks of an arm: workers 2 and 5, or the ones examples/byzantine.yaml names."""
+    if arm == "byzantine":
+        return tuple(b["worker"] for b in byzantine_base["spec"]["simulation"]["byzantine"])
+    return ATTACKERS
 
 
 def manifest_for(
-    base: dict[str, Any], arm: str, attack: str | None, rounds: int, seed: int
+    base: dict[str, Any], arm: str, attack: str | None, rounds: int, seed: int, attackers: tuple[int, ...]
 ) -> dict[str, Any]:
-    """robust.yaml with the arm's rule, the attack on workers 2 and 5, `rounds` and `seed`."""
+    """The arm's manifest (robust.yaml, or with the mean, or byzantine.yaml) with the attack on
+    `attackers`, `rounds` and `seed`."""
     doc = copy.deepcopy(base)
     spec = doc["spec"]
     spec["training"]["rounds"] = rounds
     spec["training"]["seed"] = seed
-    # Pin the support robust.yaml resolves to, so that `auto` does not change it with the rule.
-    common = parse_manifest(base).spec.common_support
-    spec.setdefault("compression", {})["support"] = "common" if common else "own"
+    if arm != "byzantine":
+        # Pin the support robust.yaml resolves to, so that `auto` does not change it with the rule.
+        common = parse_manifest(base).spec.common_support
+        spec.setdefault("compression", {})["support"] = "common" if common else "own"
     if arm == "mean":
         spec["robustness"]["rule"] = "mean"
     name, _, scale = (attack or "").partition(":")
     spec["simulation"] = {
         "byzantine": [
-            {"worker": w, "attack": name, **({"scale": float(scale)} if scale else {})} for w in ATTACKERS
+            {"worker": w, "attack": name, **({"scale": float(scale)} if scale else {})} for w in attackers
         ]
         if attack
         else []
@@ -63,7 +75,9 @@ def manifest_for(
     return doc
 
 
-def run(doc: dict[str, Any], attack: str | None, out: Path, timeout: float) -> dict[str, Any]:
+def run(
+    doc: dict[str, Any], attack: str | None, attacking: tuple[int, ...], out: Path, timeout: float
+) -> dict[str, Any]:
     """One run's final accuracy, reputations and quarantines; a run that ends without a result
     (a stall past `timeout`, a spent restart budget) is data: its last evaluated accuracy and why."""
     swarm = LocalSwarm(parse_manifest(doc), out)
@@ -75,7 +89,7 @@ def run(doc: dict[str, Any], attack: str | None, out: Path, timeout: float) -> d
             "failed": f"{e} (last committed round {evaluated[-1]['round'] if evaluated else 0})",
             "accuracy": evaluated[-1]["accuracy"] if evaluated else 0.0,
         }
-    attackers = {f"worker-{w}" for w in ATTACKERS} if attack else set()
+    attackers = {f"worker-{w}" for w in attacking} if attack else set()
     nodes = [n for n in result["nodes"] if n["role"] == "worker"]
     return {
         "failed": None,
@@ -114,6 +128,13 @@ def row(name: str, runs: dict[str, list[dict[str, Any]]], clean: dict[str, float
                 f"{sum(r[f'quarantined_{kind}'] for r in finished)}/{possible}" if possible else "-"
             )
         cells.append(" / ".join(counts))
+    rates = []
+    for arm in ("robust", "byzantine"):
+        finished = [r for r in runs[arm] if not r["failed"]]
+        possible = sum(r["attackers"] for r in finished)
+        caught = sum(r["quarantined_attackers"] for r in finished)
+        rates.append(f"{100 * caught / possible:.0f}%" if possible else "-")
+    cells.append(" / ".join(rates))
     return cells
 
 
@@ -136,6 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     info = start_run("benchmarks.bench_attacks_swarm", argv)
     base = yaml.safe_load((ROOT / "examples" / "robust.yaml").read_text())
+    byzantine_base = yaml.safe_load((ROOT / "examples" / "byzantine.yaml").read_text())
     if base["spec"]["workers"]["replicas"] != 8:
         raise SystemExit("examples/robust.yaml no longer has 8 workers; update ATTACKERS and the table")
     rows: list[list[str]] = []
@@ -147,9 +169,11 @@ def main(argv: list[str] | None = None) -> None:
             runs: dict[str, list[dict[str, Any]]] = {arm: [] for arm in ARMS}
             for seed in range(args.seeds):
                 for arm in ARMS:
-                    doc = manifest_for(base, arm, attack, args.rounds, seed)
+                    attacking = attackers_of(arm, byzantine_base)
+                    arm_base = byzantine_base if arm == "byzantine" else base
+                    doc = manifest_for(arm_base, arm, attack, args.rounds, seed, attacking)
                     out = Path(tmp) / f"{name}-{arm}-{seed}"
-                    runs[arm].append(run(doc, attack, out, args.run_timeout))
+                    runs[arm].append(run(doc, attack, attacking, out, args.run_timeout))
                     print(name, arm, seed, runs[arm][-1], flush=True)
             if attack is None:
                 clean = {arm: statistics.fmean(100 * r["accuracy"] for r in runs[arm]) for arm in ARMS}
@@ -163,8 +187,11 @@ def main(argv: list[str] | None = None) -> None:
             print(" | ".join(rows[-1]), flush=True)
     header = [
         "attack", "robust acc %", "Δ vs clean", "mean acc %", "Δ vs clean",
+        "byzantine.yaml acc %", "Δ vs clean",
         "attackers' max rep (robust)", "honest min rep (robust)",
-        "attackers quarantined (robust / mean)", "honest quarantined (robust / mean)",
+        "attackers quarantined (robust / mean / byzantine.yaml)",
+        "honest quarantined (robust / mean / byzantine.yaml)",
+        "detection rate (robust / byzantine.yaml)",
     ]  # fmt: skip
     table = markdown_table(header, rows)
     print(table)
@@ -179,12 +206,17 @@ def main(argv: list[str] | None = None) -> None:
         f"flat tree, {pre + ' + ' if pre else ''}{robustness['rule']}, f = {robustness['f']}, reputation "
         f"with quarantine, `{support}` support. Mean = the same manifest with `rule: mean` and nothing else "
         f"changed: reputation and quarantine stay on (mean weighs by samples only, but quarantined "
-        f"workers are dropped as for the robust rule) and the support stays pinned to `{support}`.\n\n"
+        f"workers are dropped as for the robust rule) and the support stays pinned to `{support}`. "
+        f"byzantine.yaml = examples/byzantine.yaml as shipped (two aggregators of 4 under the root, "
+        f"trimmed mean with f = 1, reputation with quarantine) with the row's attack on its own "
+        f"attackers, workers {' and '.join(map(str, attackers_of('byzantine', byzantine_base)))} "
+        f"(one under each aggregator).\n\n"
         + table
         + "\n\nAccuracy: final test accuracy, mean over seeds (min-max); Δ vs clean: this row's mean minus "
         "the arm's mean without attackers. Reputations: the highest of any attacker and the lowest of "
         "any honest worker over all seeds of the robust arm. Quarantined: workers quarantined at the "
-        "end, summed over the seeds with a result, out of the number possible. A run without a "
+        "end, summed over the seeds with a result, out of the number possible; detection rate: the "
+        "share of attackers quarantined at the end. A run without a "
         f"result (no final status within {args.run_timeout:.0f} s, or a spent restart budget) counts "
         "with the test accuracy of its last committed round and is listed below the table."
     )
