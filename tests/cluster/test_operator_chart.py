@@ -120,7 +120,11 @@ def test_the_chart_grants_the_operator_no_more_than_it_uses(cluster: Path, chart
     assert (
         can("patch", "swarmtrainings.swarm.ncrsh.io", "--subresource=status", "-n", SWARM_NAMESPACE) == "yes"
     )
+    # It creates each job's key Secret but can read no Secret, its own or anyone's.
+    assert can("create", "secrets", "-n", SWARM_NAMESPACE) == "yes"
     assert can("get", "secrets", "-n", SWARM_NAMESPACE) == "no"
+    assert can("list", "secrets", "-n", SWARM_NAMESPACE) == "no"
+    assert can("create", "networkpolicies.networking.k8s.io", "-n", SWARM_NAMESPACE) == "yes"
     assert can("delete", "services", "-n", SWARM_NAMESPACE) == "no"
 
 

@@ -62,7 +62,10 @@ def test_the_service_account_may_manage_swarms_and_nothing_more(chart: Kube) -> 
     assert can("create", "pods") == "yes"
     assert can("patch", "swarmtrainings.swarm.ncrsh.io/status") == "yes"
     assert can("delete", "nodes") == "no"
+    # It creates each job's key Secret, and can read none.
+    assert can("create", "secrets") == "yes"
     assert can("get", "secrets") == "no"
+    assert can("create", "networkpolicies.networking.k8s.io") == "yes"
 
 
 def test_invalid_spec_is_refused_naming_the_field(chart: Kube) -> None:

@@ -139,10 +139,8 @@ def _rogue_pod() -> dict[str, Any]:
                     "image": example("training.yaml")["spec"]["image"],
                     "imagePullPolicy": "IfNotPresent",
                     "command": ["python", "-c", script, JOB, *ROGUE_TARGETS],
-                    "resources": {
-                        "requests": {"cpu": "50m", "memory": "256Mi"},
-                        "limits": {"memory": "256Mi"},
-                    },
+                    # Our codec imports torch: about 540 MiB resident.
+                    "resources": {"requests": {"cpu": "50m", "memory": "1Gi"}, "limits": {"memory": "1Gi"}},
                     "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
                 }
             ],

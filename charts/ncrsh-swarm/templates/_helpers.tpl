@@ -53,8 +53,12 @@ app.kubernetes.io/component: operator
   resources: [pods]
   verbs: [get, list, watch, create, delete]
 - apiGroups: [""]
-  resources: [services, configmaps, secrets]
+  resources: [services, configmaps]
   verbs: [get, create]
+# The job's CURVE keys: created once, never read back (a Secret that exists is kept as it is).
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [create]
 - apiGroups: [networking.k8s.io]
   resources: [networkpolicies]
   verbs: [get, create]
