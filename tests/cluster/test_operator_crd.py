@@ -38,6 +38,7 @@ def install_crd(kubeconfig: Path) -> None:
                 "swarmtrainings.swarm.ncrsh.io",
                 "-o",
                 "jsonpath={.status.conditions[?(@.type=='Established')].status}",
+                check=False,  # just after the apply the apiserver may not list it yet: poll again
             ).stdout
             == "True"
         ),
