@@ -193,6 +193,8 @@ def run(chart: Kube) -> Run:
         timeout=120,
     )
     out.rogue_log = kube.kubectl("logs", "-n", NAMESPACE, ROGUE).stdout
+    # Not the job's (no owner reference): deleting the SwarmTraining would leave it behind.
+    kube.kubectl("delete", "pod", "-n", NAMESPACE, ROGUE, "--wait=true", timeout=120)
     return out
 
 
