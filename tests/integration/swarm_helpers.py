@@ -111,6 +111,17 @@ def trained_rounds(output: Path, node_id: str) -> list[TrainedRound]:
     return out
 
 
+def digest_mismatches(trained: dict[str, list[TrainedRound]], root: dict[int, str]) -> list[str]:
+    """Each round a worker trained from a θ other than the one the root committed (`root`: round ->
+    the root's `modelDigest`); round 0 is θ_0, which every node builds and the root never logs."""
+    return [
+        f"{w} round {t.round}: {t.digest}, root {root[t.round]}"
+        for w, rounds in trained.items()
+        for t in rounds
+        if t.round >= 1 and t.digest != root[t.round]
+    ]
+
+
 def metric_samples(port: int, family: str, host: str = "127.0.0.1") -> list[Sample]:
     """The samples of one metric family on a node's /metrics (raises OSError while it is not serving)."""
     with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5) as r:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from swarm_worker.local.launcher import LocalSwarm
-from tests.integration.swarm_helpers import manifest, trained_rounds
+from tests.integration.swarm_helpers import digest_mismatches, manifest, trained_rounds
 
 pytestmark = pytest.mark.integration
 ROUNDS = 4
@@ -39,12 +39,7 @@ def check_swarm_with_workers_on(device: str, output: Path) -> None:
     trained = {w: trained_rounds(output, w) for w in workers}
     initial = {t.digest for w in workers for t in trained[w] if t.round == 0}
     assert len(initial) == 1, f"θ_0 differs between workers: {initial}"
-    mismatches = [
-        f"{w} round {t.round}: {t.digest}, root {root[t.round]}"
-        for w in workers
-        for t in trained[w]
-        if t.round >= 1 and t.digest != root[t.round]
-    ]
+    mismatches = digest_mismatches(trained, root)
     assert not mismatches, "\n".join(mismatches)
     assert {t.round for w in workers for t in trained[w]} == set(range(ROUNDS))
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from swarm_worker.local.launcher import LocalSwarm
-from tests.integration.swarm_helpers import manifest, trained_rounds
+from tests.integration.swarm_helpers import digest_mismatches, manifest, trained_rounds
 
 pytestmark = pytest.mark.integration
 ROUNDS = 6
@@ -37,12 +37,7 @@ def test_every_worker_trains_each_round_from_the_roots_model(tmp_path: Path) -> 
     initial = {t.digest for w in workers for t in trained[w] if t.round == 0}
     assert len(initial) == 1, initial
     assert initial.isdisjoint(root.values())
-    mismatches = [
-        f"{w} round {t.round}: {t.digest}, root {root[t.round]}"
-        for w in workers
-        for t in trained[w]
-        if t.round >= 1 and t.digest != root[t.round]
-    ]
+    mismatches = digest_mismatches(trained, root)
     assert not mismatches, "\n".join(mismatches)
     for w in workers:
         assert any(t.round >= 1 for t in trained[w]), f"{w} logged no round after round 0"

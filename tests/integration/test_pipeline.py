@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from swarm_worker.local.launcher import LocalSwarm
-from tests.integration.swarm_helpers import SwarmThread, manifest, trained_rounds
+from tests.integration.swarm_helpers import SwarmThread, digest_mismatches, manifest, trained_rounds
 
 pytestmark = pytest.mark.integration
 ROUNDS = 8
@@ -25,14 +25,10 @@ ROUND_STEPS = re.compile(
 def assert_models_are_the_roots(swarm: LocalSwarm, output: Path, workers: int, rounds: int) -> None:
     root = {line["round"]: line["modelDigest"] for line in swarm.metrics_lines()}
     assert sorted(root) == list(range(1, rounds + 1))
-    mismatches = [
-        f"worker-{rank} round {t.round}: {t.digest}, root {root[t.round]}"
-        for rank in range(workers)
-        for t in trained_rounds(output, f"worker-{rank}")
-        if t.round >= 1 and t.digest != root[t.round]
-    ]
+    trained = {f"worker-{rank}": trained_rounds(output, f"worker-{rank}") for rank in range(workers)}
+    mismatches = digest_mismatches(trained, root)
     assert not mismatches, "\n".join(mismatches)
-    seen = {t.round for rank in range(workers) for t in trained_rounds(output, f"worker-{rank}")}
+    seen = {t.round for rounds in trained.values() for t in rounds}
     assert seen == set(range(rounds)), f"rounds trained: {sorted(seen)}"
 
 
