@@ -28,7 +28,7 @@ import zmq
 from benchmarks.common import markdown_table, median, start_run, write_result
 from swarm_contract.topology import ROOT_ID, plan_tree
 from swarm_worker.maths.compression import SparseVector, k_for
-from swarm_worker.protocol.codec import Message, encode
+from swarm_worker.protocol.codec import Message, decode, encode
 from swarm_worker.protocol.curve import load_node_keys, write_job_keys
 from swarm_worker.protocol.gate import ChildGate
 from swarm_worker.protocol.transport import bind_router, connect_dealer
@@ -52,12 +52,16 @@ def dense_frames(params: int) -> list[bytes]:
     return [bytes(f) for f in encode(msg)]
 
 
-def _stream(dealer: zmq.Socket[Any], router: zmq.Socket[Any], frames: Sequence[bytes], n: int) -> float:
-    """Seconds to send `n` messages and have the parent receive all of them."""
+def _stream(
+    dealer: zmq.Socket[Any], router: zmq.Socket[Any], frames: Sequence[bytes], n: int, decoding: bool
+) -> float:
+    """Seconds to send `n` messages and have the parent receive (and, `decoding`, decode) all of them."""
 
     def receiver() -> None:
         for _ in range(n):
-            router.recv_multipart(copy=False)
+            received = router.recv_multipart(copy=False)
+            if decoding:
+                decode(received[1:])  # after the ROUTER's routing-id frame, as transport.receive
 
     thread = threading.Thread(target=receiver)
     thread.start()
@@ -70,7 +74,8 @@ def _stream(dealer: zmq.Socket[Any], router: zmq.Socket[Any], frames: Sequence[b
 
 def curve_cost(frames: Sequence[bytes], n: int, repeats: int) -> dict[str, float]:
     """msgs/s plain and with CURVE for `frames` sent `n` times per repetition, and their ratio
-    (CURVE throughput / plain throughput, from the medians; 1.00: CURVE costs nothing)."""
+    (CURVE throughput / plain throughput, from the medians; 1.00: CURVE costs nothing); and msgs/s
+    on the CURVE link with every message decoded, with its ratio to the same link's raw msgs/s."""
     tree = plan_tree(1, 2)  # root <- worker-0
     max_bytes = 4 * sum(len(f) for f in frames) + (1 << 20)
     with tempfile.TemporaryDirectory() as tmp:
@@ -87,11 +92,14 @@ def curve_cost(frames: Sequence[bytes], n: int, repeats: int) -> dict[str, float
         address = router.getsockopt_string(zmq.LAST_ENDPOINT).removeprefix("tcp://")
         curve = client_keys if mode == "curve" else None
         links[mode] = (connect_dealer(child_ctx, CHILD, address, max_bytes, curve=curve), router)
-    times: dict[str, list[float]] = {mode: [] for mode in links}
+    # "curve+codec": the CURVE link with the receiver decoding every message, as the swarm's parents do.
+    runs = [("plain", False), ("curve", False), ("curve+codec", True)]
+    times: dict[str, list[float]] = {mode: [] for mode, _ in runs}
     try:
         for rep in range(repeats + 1):  # the first round completes the handshakes and warms up
-            for mode, (dealer, router) in links.items():
-                seconds = _stream(dealer, router, frames, n)
+            for mode, decoding in runs:
+                dealer, router = links[mode.removesuffix("+codec")]
+                seconds = _stream(dealer, router, frames, n, decoding)
                 if rep:
                     times[mode].append(seconds)
     finally:
@@ -101,12 +109,14 @@ def curve_cost(frames: Sequence[bytes], n: int, repeats: int) -> dict[str, float
             router.close(0)
         ctx.term()
         child_ctx.term()
-    plain_s, curve_s = median(times["plain"]), median(times["curve"])
+    plain_s, curve_s, codec_s = (median(times[mode]) for mode, _ in runs)
     return {
         "bytes": sum(len(f) for f in frames),
         "plain_msgs": n / plain_s,
         "curve_msgs": n / curve_s,
         "ratio": plain_s / curve_s,
+        "curve_codec_msgs": n / codec_s,
+        "codec_ratio": curve_s / codec_s,
     }
 
 

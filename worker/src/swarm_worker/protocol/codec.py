@@ -33,7 +33,6 @@ received frames (`torch.frombuffer`): copy before writing. Never pickle.
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -230,15 +229,11 @@ def decode(frames: Sequence[Any]) -> Message:
         raise CodecError("field", f"tensors must be a list of at most {MAX_TENSORS}")
     tensors: dict[str, Payload] = {}
     next_frame = 1
-    with warnings.catch_warnings():
-        # zmq frames are read-only; decoded tensors are documented as read-only views. One filter
-        # for the whole message: installing it costs as much as a tensor's checks.
-        warnings.filterwarnings("ignore", message="The given buffer is not writable")
-        for spec in specs:
-            name, payload, next_frame = _decode_tensor(spec, frames, next_frame)
-            if name in tensors:
-                raise CodecError("field", f"tensor {name!r} twice")
-            tensors[name] = payload
+    for spec in specs:
+        name, payload, next_frame = _decode_tensor(spec, frames, next_frame)
+        if name in tensors:
+            raise CodecError("field", f"tensor {name!r} twice")
+        tensors[name] = payload
     if next_frame != len(frames):
         raise CodecError("frames", f"{len(frames)} frames, header describes {next_frame}")
     return Message(type=msg_type, job=job, round=rnd, node=node, meta=meta, tensors=tensors)

@@ -9,6 +9,7 @@ Raises `CodecError` with the reason the receiver counts.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, Final
 
 import numpy as np
@@ -28,8 +29,21 @@ def frame_buffer(frame: Any, dtype: torch.dtype, count: int, what: str) -> memor
 
 
 def frame_tensor(buf: memoryview, dtype: torch.dtype) -> torch.Tensor:
-    """A read-only view of checked bytes (the caller silences torch's warning that it is one)."""
+    """A read-only view of checked bytes (decoded tensors are documented as read-only views)."""
     return torch.frombuffer(buf, dtype=dtype) if buf.nbytes else torch.empty(0, dtype=dtype)
+
+
+def _spend_readonly_warning() -> None:
+    """torch warns once per process, from C++, that a tensor over a read-only buffer (every zmq
+    frame) is writable through torch. Decoded tensors are documented as read-only views, so the one
+    warning is spent here, at import, under a filter: a filter around every decode instead
+    (warnings.catch_warnings) cost 2 us per message, and is not thread-safe."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given buffer is not writable")
+        torch.frombuffer(memoryview(bytes(4)), dtype=torch.uint8)
+
+
+_spend_readonly_warning()
 
 
 # The per-element checks read the frames as numpy integers (np.frombuffer: no copy, and cheaper than
