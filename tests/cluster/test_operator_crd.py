@@ -147,7 +147,7 @@ def test_shape_fields_are_immutable(crd_cluster: Path) -> None:
         obj["spec"]["workers"]["replicas"] = 4
         result = kubectl(crd_cluster, "apply", "-n", NAMESPACE, "-f", "-", stdin=json.dumps(obj), check=False)
         assert result.returncode != 0, result.stdout
-        assert "workers, topology and network are immutable" in result.stderr
+        assert "workers, topology, network and consensus are immutable" in result.stderr
         obj["spec"]["workers"]["replicas"] = 8
         obj["spec"]["training"]["rounds"] = 4
         kubectl(crd_cluster, "apply", "-n", NAMESPACE, "-f", "-", stdin=json.dumps(obj))

@@ -17,6 +17,7 @@ from typing import Annotated, Any, Final, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
+from swarm_contract.consensus import valid_replica_count
 from swarm_contract.tolerance import guaranteed_workers
 from swarm_contract.topology import plan_tree
 
@@ -27,18 +28,9 @@ KIND = "SwarmTraining"
 #: The robust aggregation rules: the one list; swarm_worker.maths.robust implements each (its tests run
 #: every name here) and refuses any other.
 RuleName = Literal[
-    "mean",
-    "weighted-mean",
-    "median",
-    "trimmed-mean",
-    "krum",
-    "multi-krum",
-    "bulyan",
-    "geometric-median",
-    "centered-clipping",
-    "mda",
-    "monna",
-]
+    "mean", "weighted-mean", "median", "trimmed-mean", "krum", "multi-krum", "bulyan",
+    "geometric-median", "centered-clipping", "mda", "monna",
+]  # fmt: skip
 RULE_NAMES: Final[tuple[str, ...]] = get_args(RuleName)
 #: The pre-aggregation steps that may run before a rule, in the order given.
 PreAggregationName = Literal["nnm", "bucketing", "clipping", "arc"]
@@ -205,6 +197,13 @@ class Checkpoint(_Section):
     claim_name: str = ""
 
 
+class Consensus(_Section):
+    #: Root replicas: 1, or 3f + 1 to tolerate f crashed or lying ones (docs/consensus.md).
+    replicas: Annotated[int, Field(ge=1, le=31)] = 1
+    #: Seconds without a commit of the awaited round before a replica votes for the next leader.
+    view_timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = 10.0
+
+
 class RestartPolicy(_Section):
     per_node_limit: Annotated[int, Field(ge=0)] = 3
     per_job_limit: Annotated[int, Field(ge=0)] = 20
@@ -241,6 +240,7 @@ class SwarmSpec(_Section):
     compression: Compression = Compression()
     robustness: Robustness = Robustness()
     checkpoint: Checkpoint = Checkpoint()
+    consensus: Consensus = Consensus()
     restart_policy: RestartPolicy = RestartPolicy()
     simulation: Simulation = Simulation()
     network: Network = Network()
@@ -262,6 +262,8 @@ class SwarmSpec(_Section):
                 raise ValueError(
                     f"simulation.byzantine worker {b.worker} is not a rank below workers.replicas ({n})"
                 )
+        if not valid_replica_count(r := self.consensus.replicas):
+            raise ValueError(f"consensus.replicas ({r}) must be 1 or 3f + 1 (4, 7, ...)")
         if len({b.worker for b in self.simulation.byzantine}) != len(self.simulation.byzantine):
             raise ValueError("simulation.byzantine lists a worker twice")
         return self

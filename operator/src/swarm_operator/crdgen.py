@@ -69,11 +69,18 @@ _SPEC_RULES = [
         "fieldPath": ".simulation.byzantine",
     },
     {
+        "rule": "!has(self.consensus) || !has(self.consensus.replicas) || self.consensus.replicas == 1 "
+        "|| (self.consensus.replicas >= 4 && (self.consensus.replicas - 1) % 3 == 0)",
+        "message": "consensus.replicas must be 1 or 3f + 1 (4, 7, ...)",
+        "fieldPath": ".consensus.replicas",
+    },
+    {
         "rule": "(!has(self.workers) || self.workers == oldSelf.workers) && "
         "(!has(self.topology) || self.topology == oldSelf.topology) && "
-        "(!has(self.network) || self.network == oldSelf.network)",
-        "message": "workers, topology and network are immutable: they shape the tree of pods; "
-        "delete and recreate the SwarmTraining instead",
+        "(!has(self.network) || self.network == oldSelf.network) && "
+        "(!has(self.consensus) || self.consensus == oldSelf.consensus)",
+        "message": "workers, topology, network and consensus are immutable: they shape the tree of "
+        "pods; delete and recreate the SwarmTraining instead",
     },
 ]
 
