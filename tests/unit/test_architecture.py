@@ -14,7 +14,7 @@ SOURCES = [ROOT / "contract" / "src", ROOT / "worker" / "src", ROOT / "operator"
 MAX_MODULE_LINES = 300
 
 #: swarm_worker's layers, lowest first: a module may import its own layer and the ones before it.
-WORKER_LAYERS = ["maths", "protocol", "training", "node", "roles", "simulation", "local"]
+WORKER_LAYERS = ["maths", "protocol", "training", "node", "consensus", "roles", "simulation", "local"]
 #: Exceptions to "lower never imports higher", each with its reason.
 ALLOWED_UPWARD = {
     # A Byzantine worker is a worker process: the worker role asks the simulation what to send.
