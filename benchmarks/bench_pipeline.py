@@ -24,17 +24,14 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
 import statistics
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from benchmarks.common import markdown_table, mean_range, start_run, write_result
+from benchmarks.common import markdown_table, mean_range, start_run, swarm_run, write_result
 from benchmarks.netdelay import DelayedNamespace, delayed_namespace
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,25 +55,7 @@ def manifest_doc(pipeline: bool, seed: int, args: argparse.Namespace) -> dict[st
 
 def run_arm(ns: DelayedNamespace, doc: dict[str, Any], output: Path) -> dict[str, Any]:
     """One `swarm run` inside the namespace: its round times and final accuracy."""
-    output.mkdir(parents=True, exist_ok=True)
-    manifest = output / "manifest-in.yaml"
-    manifest.write_text(yaml.safe_dump(doc))
-    paths = [str(ROOT / "contract" / "src"), str(ROOT / "worker" / "src"), os.environ.get("PYTHONPATH", "")]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
-    argv = [
-        sys.executable,
-        "-m",
-        "swarm_worker.cli",
-        "run",
-        str(manifest),
-        "--output",
-        str(output),
-        "--quiet",
-    ]
-    done = subprocess.run(ns.command(argv), env=env, capture_output=True, text=True, timeout=1800)
-    if done.returncode != 0:
-        raise RuntimeError(f"swarm run failed ({done.returncode}): {done.stderr[-2000:]}")
-    lines = [json.loads(x) for x in (output / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    lines = swarm_run(doc, output, ns.command)
     walls = [x["wallSeconds"] for x in lines]
     rounds = [b - a for a, b in zip(walls[SKIPPED_ROUNDS:], walls[SKIPPED_ROUNDS + 1 :], strict=False)]
     return {

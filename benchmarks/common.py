@@ -9,18 +9,22 @@ which the command keeps when it rewrites the file.
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import platform
 import re
 import shlex
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
+import yaml
 
 RESULTS = Path(__file__).parent / "results"
 NOTES_BEGIN = "<!-- notes: written by hand, kept when the command rewrites this file -->"
@@ -130,3 +134,32 @@ def write_result(name: str, title: str, run: Run, body: str) -> Path:
     )
     path.write_text(text)
     return path
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def swarm_run(
+    doc: dict[str, Any], output: Path, wrap: Callable[[list[str]], list[str]] = lambda argv: argv
+) -> list[dict[str, Any]]:
+    """`swarm run` of the manifest `doc` in `output` (as a subprocess, its argv through `wrap`: a
+    network namespace, say), with this checkout's sources; the root's metrics.jsonl lines."""
+    output.mkdir(parents=True, exist_ok=True)
+    manifest = output / "manifest-in.yaml"
+    manifest.write_text(yaml.safe_dump(doc))
+    paths = [str(ROOT / "contract" / "src"), str(ROOT / "worker" / "src"), os.environ.get("PYTHONPATH", "")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
+    argv = [
+        sys.executable,
+        "-m",
+        "swarm_worker.cli",
+        "run",
+        str(manifest),
+        "--output",
+        str(output),
+        "--quiet",
+    ]
+    done = subprocess.run(wrap(argv), env=env, capture_output=True, text=True, timeout=1800)
+    if done.returncode != 0:
+        raise RuntimeError(f"swarm run failed ({done.returncode}): {done.stderr[-2000:]}")
+    return [json.loads(x) for x in (output / "metrics.jsonl").read_text().splitlines() if x.strip()]

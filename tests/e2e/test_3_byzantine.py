@@ -10,6 +10,8 @@ awaited, so the suite pays for the longer one only):
   bar. The corpus is the worker image's own Python standard library (Debian bookworm's python3,
   /usr/lib/python3.11, which `sysconfig` names inside the image's venv too), so this also proves the
   image carries it.
+- examples/checkpointed.yaml (tests/e2e/checkpointing.py): its root pod deleted mid-run resumes at its
+  checkpoint on a PersistentVolumeClaim; its test comes first, since it must act while its job runs.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import pytest
 
 from tests.integration.test_lm_run import LOSS_BAR, ROUNDS
 
+from . import checkpointing
 from .conftest import REPORT
 from .kube import Kube, example, sized_for_test_nodes
 
@@ -46,11 +49,16 @@ def jobs(chart: Kube) -> dict[str, dict[str, Any]]:
     applied = {
         BYZANTINE_NAMESPACE: sized_for_test_nodes(example("robust.yaml")),
         LM_NAMESPACE: _lm_manifest(),
+        checkpointing.NAMESPACE: checkpointing.checkpointed_job(chart),
     }
     for namespace, manifest in applied.items():
         chart.namespace(namespace)
         assert chart.apply(manifest, namespace).returncode == 0
     return applied
+
+
+def test_a_deleted_root_pod_resumes_at_its_checkpoint(chart: Kube, jobs: dict[str, dict[str, Any]]) -> None:
+    REPORT.append(checkpointing.check_deleted_root_resumes(chart, jobs[checkpointing.NAMESPACE]))
 
 
 def test_attackers_are_quarantined_and_accuracy_holds(chart: Kube, jobs: dict[str, dict[str, Any]]) -> None:

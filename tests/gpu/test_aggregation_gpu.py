@@ -19,6 +19,7 @@ import torch
 
 from swarm_contract.manifest import parse_spec
 from swarm_contract.topology import plan_tree
+from swarm_worker.consensus.outcome import apply_change
 from swarm_worker.local.launcher import LocalSwarm
 from swarm_worker.maths.compression import SparseVector
 from swarm_worker.maths.robust import RULES, _kernels, aggregate
@@ -26,7 +27,6 @@ from swarm_worker.node.model_sync import apply_model
 from swarm_worker.node.round import RoundState
 from swarm_worker.node.traffic import Traffic
 from swarm_worker.protocol.codec import Message
-from swarm_worker.roles.root import apply_change
 from tests.integration.swarm_helpers import manifest, trained_rounds
 from tests.unit.test_robust_overflow import ATTACKS, POSITIONS, ROBUST_RULES, attacked, rule_inputs
 

@@ -9,6 +9,8 @@ aggregator used its update)."""
 
 from __future__ import annotations
 
+import itertools
+import re
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,10 @@ from tests.integration.swarm_helpers import SwarmThread, manifest, trained_round
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 BAR = 0.95
 WORKERS = 8
+#: node.model_sync.accepted_round's WARNING: a node applied its parent's model of an older round.
+ROLLBACK = re.compile(
+    r"(?P<node>\S+): round (?P<held>\d+) -> (?P<to>\d+): the parent \S+ sent an older model"
+)
 
 
 def test_worker_killed_mid_run_round_continues_on_quorum_and_worker_rejoins(tmp_path: Path) -> None:
@@ -86,6 +92,16 @@ def test_root_killed_resumes_from_its_last_checkpoint(tmp_path: Path) -> None:
     assert result["accuracy"] >= BAR
     assert result["restarts"] == {"root": 1}
     log = (tmp_path / "logs" / "root.log").read_text()
-    assert "resumed from checkpoint at round" in log
+    resumed = re.search(r"resumed from checkpoint at round (\d+)", log)
+    assert resumed is not None
     rounds = [line["round"] for line in run.swarm.metrics_lines()]
     assert rounds == list(range(1, 15)), "metrics.jsonl must hold each round once after the resume"
+    # Nodes holding a later round than the checkpoint's go back to it, never silently: each step
+    # back of an aggregator's models is one WARNING, and every one of them lands on the resumed round.
+    for node in ("agg-0", "agg-1", *(f"worker-{i}" for i in range(WORKERS))):
+        node_log = (tmp_path / "logs" / f"{node}.log").read_text()
+        rollbacks = [(int(m["held"]), int(m["to"])) for m in ROLLBACK.finditer(node_log) if m["node"] == node]
+        assert all(to == int(resumed[1]) < held for held, to in rollbacks), (node, rollbacks)
+        if node.startswith("agg-"):
+            held = [int(r) for r in re.findall(rf"{node}: round (\d+): model", node_log)]
+            assert rollbacks == [(a, b) for a, b in itertools.pairwise(held) if b < a], (node, held)

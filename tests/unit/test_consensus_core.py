@@ -64,6 +64,7 @@ class Sim:
         self.ids = replica_ids(self.replicas)
         for rid in self.ids:
             self.cores[rid] = ReplicaCore(rid, self.replicas, TIMEOUT, 0, 0.0)
+            self.cores[rid].heard(0.0)  # the children's updates reach every replica
             self.labels[rid] = {}
             self.commits[rid] = {}
         self.propose(leader_of(0, self.replicas), 0, 0, None)
@@ -155,6 +156,7 @@ class Sim:
                 assert len({s for s, _ in cert.signatures}) >= core.quorum
                 self.commits[rid][cert.round] = cert.digest
                 core.advance(cert.round + 1, self.now, cert)
+                core.heard(self.now)
                 if core.round < self.rounds and core.is_leader:
                     self.propose(rid, core.view, core.round, None)
                 self.replay_early(rid)
@@ -168,6 +170,7 @@ class Sim:
                 # State transfer in the real shell; here: jump to the round the others reached.
                 self.caught_up[rid] = effect.round
                 core.advance(effect.round, self.now, self.certificate_before(effect.round))
+                core.heard(self.now)
                 self.replay_early(rid)
 
     def certificate_before(self, round_index: int) -> Proof:
@@ -299,6 +302,8 @@ def test_two_quorums_of_an_unlucky_split_never_commit_two_values() -> None:
 
 def test_a_timeout_asks_for_the_next_view_and_then_backs_off() -> None:
     core = ReplicaCore("root-2", 4, TIMEOUT, 3, 0.0)
+    assert core.tick(5.0) == []  # no input yet: the children are still training
+    core.heard(0.0)
     assert core.tick(0.5) == []
     assert core.tick(1.0) == [SendViewChange(1, 3, None)]
     assert core.tick(2.5) == []  # doubled: the next view change waits 2 s

@@ -342,17 +342,27 @@ def test_probes_hit_healthz_on_the_metrics_port(probe: str) -> None:
     [
         ({}, "/var/lib/swarm/checkpoints", {"emptyDir": {}}),
         ({"path": "/ckpt"}, "/ckpt", {"emptyDir": {}}),
+        (
+            {"claimName": "swarm-checkpoints"},
+            "/var/lib/swarm/checkpoints",
+            {"persistentVolumeClaim": {"claimName": "swarm-checkpoints"}},
+        ),
+        ({"claimName": "ckpt", "path": "/ckpt"}, "/ckpt", {"persistentVolumeClaim": {"claimName": "ckpt"}}),
     ],
-    ids=["default-path", "spec-path"],
+    ids=["default-path", "spec-path", "claim", "claim-at-spec-path"],
 )
 def test_root_checkpoint_volume(checkpoint: dict[str, Any], mount: str, source: dict[str, Any]) -> None:
     pod = _pod(_spec(checkpoint=checkpoint), "root")
     volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
-    mounts = {m["name"]: m["mountPath"] for m in pod["spec"]["containers"][0]["volumeMounts"]}
+    mounts = {m["name"]: m for m in pod["spec"]["containers"][0]["volumeMounts"]}
     assert volumes["checkpoints"] == {"name": "checkpoints", **source}
-    assert mounts["checkpoints"] == mount
+    assert mounts["checkpoints"] == {"name": "checkpoints", "mountPath": mount}  # writable
     env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
     assert env["SWARM_CHECKPOINT_DIR"] == mount
+    # The kubelet gives a claim's files the pod's fsGroup (group-writable, setgid) on volume types
+    # that honour it: the process's own group, so the non-root root process can write there.
+    psc = pod["spec"]["securityContext"]
+    assert psc["fsGroup"] == psc["runAsGroup"] == psc["runAsUser"] != 0
 
 
 def test_only_the_root_has_a_checkpoint_volume() -> None:
@@ -432,15 +442,20 @@ def test_each_pod_mounts_only_its_own_secret_key_and_the_public_keys_it_needs() 
     secret = build_secret(spec, OWNER)
     assert secret["kind"] == "Secret"
     assert secret["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
-    assert len(secret["stringData"]) == 2 * len(tree_of(spec).nodes)
+    assert len(secret["stringData"]) == 4 * len(tree_of(spec).nodes)  # a CURVE and an ed25519 pair each
     pod = _pod(spec, "agg-1")
     (keys,) = [v for v in pod["spec"]["volumes"] if "secret" in v]
     assert keys["secret"]["secretName"] == secret["metadata"]["name"]
     paths = {item["path"] for item in keys["secret"]["items"]}
-    secrets = {p for p in paths if p.endswith(".secret")}
-    assert secrets == {"agg-1.secret"}
+    secrets = {p for p in paths if p.endswith((".secret", ".sign"))}
+    assert secrets == {"agg-1.secret", "agg-1.sign"}
     publics = {p.removesuffix(".public") for p in paths if p.endswith(".public")}
     assert publics == {"agg-1", "root", "worker-4", "worker-5", "worker-6", "worker-7"}
+    # With root replicas the Secret holds theirs too, and a top-level pod may dial each of them.
+    replicated = _spec(consensus={"replicas": 4})
+    assert len(build_secret(replicated, OWNER)["stringData"]) == 4 * (len(tree_of(spec).nodes) + 3)
+    (replicated_keys,) = [v for v in _pod(replicated, "agg-1")["spec"]["volumes"] if "secret" in v]
+    assert {"root-3.public", "root-3.verify"} <= {i["path"] for i in replicated_keys["secret"]["items"]}
     (mount,) = [m for m in pod["spec"]["containers"][0]["volumeMounts"] if m["name"] == keys["name"]]
     assert mount["mountPath"] == "/var/run/swarm/keys"
     assert mount["readOnly"] is True

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from swarm_worker.roles.root import TERMINATION_MESSAGE_BYTES, write_termination_message
+from swarm_worker.consensus.root_commit import TERMINATION_MESSAGE_BYTES, write_termination_message
 
 
 def test_writes_the_final_status_when_the_file_exists(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""The root's commit (roles.root.apply_change) keeps every copy of θ bit-identical: the root adds
+"""The root's commit (consensus.outcome.apply_change) keeps every copy of θ bit-identical: the root adds
 exactly the rounded values it sends, and a child applying the message (node.model_sync) gets the
 same bits. Run on the CPU here; tests/gpu/test_aggregation_gpu.py runs the root's side on CUDA."""
 
@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from swarm_worker.consensus.outcome import apply_change
 from swarm_worker.maths.compression import SparseVector
 from swarm_worker.node.model_sync import apply_model
 from swarm_worker.protocol.codec import Message
-from swarm_worker.roles.root import apply_change
 
 D = 1000
 

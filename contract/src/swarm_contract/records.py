@@ -71,6 +71,25 @@ class NodeRecord(_Record):
     last_round: Annotated[int, Field(ge=-1)]
 
 
+class ConsensusStatus(_Record):
+    """The root replicas' agreement (spec.consensus, R > 1), as one replica saw it."""
+
+    replicas: Annotated[int, Field(ge=1)]
+    #: f: replicas that may crash or lie.
+    tolerated: Count
+    view: Count
+    leader: Annotated[str, Field(max_length=MAX_ID_LENGTH)]
+    #: Views entered after view 0: each one a leader that failed to commit in time.
+    view_changes: Count = 0
+    #: Seconds from the round's proposal (or first vote seen) to its commit, last round and mean.
+    last_commit_seconds: Annotated[float, Field(ge=0)] = 0.0
+    mean_commit_seconds: Annotated[float, Field(ge=0)] = 0.0
+    #: Replica id -> what it was caught doing -> times ("wrong-model": its proposal's claimed
+    #: result is not what its inputs give; "disagreed": it voted for another value than the one
+    #: committed; "forged-input", "bad-proposal", "signature"...). At most R entries.
+    faults: dict[str, dict[str, Count]] = Field(default_factory=dict)
+
+
 class RootStatus(_Record):
     """The root's view of the whole job: progress, traffic and every node's record."""
 
@@ -99,6 +118,8 @@ class RootStatus(_Record):
     nodes: list[NodeRecord] = Field(default_factory=list)
     #: Messages the root dropped, by reason (a codec error's label, "late", "quarantined", ...).
     dropped: dict[str, Count] = Field(default_factory=dict)
+    #: The root replicas' agreement; null with one root.
+    consensus: ConsensusStatus | None = None
 
     @field_validator("loss", mode="before")
     @classmethod

@@ -14,10 +14,11 @@ import functools
 import math
 from typing import Annotated, Any, Final, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-from pydantic.alias_generators import to_camel
+from pydantic import Field, model_validator
 
-from swarm_contract.consensus import valid_replica_count
+from swarm_contract.consensus import tolerated_faults, valid_replica_count
+from swarm_contract.section import Section as _Section
+from swarm_contract.simulation import Simulation
 from swarm_contract.tolerance import guaranteed_workers
 from swarm_contract.topology import plan_tree
 
@@ -39,10 +40,6 @@ PRE_AGGREGATION_NAMES: Final[tuple[str, ...]] = get_args(PreAggregationName)
 
 class SpecError(ValueError):
     """A user's manifest is wrong; the message is one line that names the field."""
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
 
 
 class WorkerResources(_Section):
@@ -192,8 +189,9 @@ class Checkpoint(_Section):
     #: Directory of the root's checkpoints. Empty: `<output>/checkpoints` for `swarm run`,
     #: `/var/lib/swarm/checkpoints` in a pod.
     path: str = ""
-    #: An existing PersistentVolumeClaim for the root's checkpoints in Kubernetes, so a replaced root
-    #: pod resumes; empty uses an emptyDir, which survives container restarts but not pod replacement.
+    #: An existing PersistentVolumeClaim in the job's namespace, mounted at `path` on the root pod, so
+    #: a replaced root pod resumes from its last checkpoint (ReadWriteOnce is enough); empty uses an
+    #: emptyDir, which survives container restarts but not pod replacement. Ignored by `swarm run`.
     claim_name: str = ""
 
 
@@ -209,17 +207,6 @@ class RestartPolicy(_Section):
     per_job_limit: Annotated[int, Field(ge=0)] = 20
     backoff_seconds: Annotated[float, Field(ge=0)] = 1.0
     max_backoff_seconds: Annotated[float, Field(ge=0)] = 60.0
-
-
-class ByzantineWorker(_Section):
-    worker: Annotated[int, Field(ge=0)]
-    attack: Literal["sign-flip", "gaussian", "alie", "ipm", "label-flip", "mimic", "nan", "crash", "silent"]
-    #: Attack strength (sign-flip scale, gaussian std, IPM epsilon, ALIE z); None uses the attack's default.
-    scale: float | None = None
-
-
-class Simulation(_Section):
-    byzantine: Annotated[list[ByzantineWorker], Field(max_length=1024)] = Field(default_factory=list)
 
 
 class Network(_Section):
@@ -264,6 +251,12 @@ class SwarmSpec(_Section):
                 )
         if not valid_replica_count(r := self.consensus.replicas):
             raise ValueError(f"consensus.replicas ({r}) must be 1 or 3f + 1 (4, 7, ...)")
+        liars = self.simulation.byzantine_replicas
+        if any(b.replica >= r for b in liars) or len({b.replica for b in liars}) != len(liars):
+            raise ValueError(f"simulation.byzantineReplicas: distinct indices below consensus.replicas ({r})")
+        if len(liars) > tolerated_faults(r):
+            f = tolerated_faults(r)
+            raise ValueError(f"simulation.byzantineReplicas: {len(liars)} liars, {r} replicas tolerate {f}")
         if len({b.worker for b in self.simulation.byzantine}) != len(self.simulation.byzantine):
             raise ValueError("simulation.byzantine lists a worker twice")
         return self

@@ -141,8 +141,9 @@ def checkpoint_dir(spec: SwarmSpec) -> str:
 
 
 def checkpoint_claim(spec: SwarmSpec) -> str:
-    """PVC of the root's checkpoints, once the spec has `checkpoint.claimName`; empty: emptyDir."""
-    return str(getattr(spec.checkpoint, "claim_name", "") or "")
+    """PVC of the root's checkpoints (`checkpoint.claimName`); empty: an emptyDir. The pod's fsGroup
+    makes the claim writable by the non-root process where the volume type honours fsGroup."""
+    return spec.checkpoint.claim_name
 
 
 def _env(spec: SwarmSpec, job: str, node: TreeNode, shape: PodShape) -> list[dict[str, Any]]:
@@ -179,7 +180,11 @@ def _volumes(spec: SwarmSpec, job: str, node: TreeNode) -> tuple[list[dict[str, 
         {"name": "tmp", "mountPath": "/tmp"},
         keys_mount(),
     ]
-    volumes.append(keys_volume(job, tree_of(spec), node.id, reshuffle=spec.topology.reshuffle))
+    volumes.append(
+        keys_volume(
+            job, tree_of(spec), node.id, reshuffle=spec.topology.reshuffle, replicas=spec.consensus.replicas
+        )
+    )
     if node.role == "root":
         claim = checkpoint_claim(spec)
         source: dict[str, Any] = (
@@ -267,7 +272,8 @@ def build_pod(
 def build_secret(spec: SwarmSpec, owner: Body) -> dict[str, Any]:
     """The job's CURVE keys (swarm_operator.keys): created once, before the pods, never replaced."""
     job = job_name(owner)
-    return build_keys_secret(job, _metadata(owner, keys_secret_name(job)), tree_of(spec))
+    metadata = _metadata(owner, keys_secret_name(job))
+    return build_keys_secret(job, metadata, tree_of(spec), spec.consensus.replicas)
 
 
 def tree_of(spec: SwarmSpec) -> Tree:

@@ -7,11 +7,10 @@ The spec schema is derived from `SwarmSpec.model_json_schema(by_alias=True)` and
 the apiserver's structural OpenAPI v3.0 dialect: `$ref`s inlined, `anyOf [X, null]` becomes X (a
 null is pruned by the apiserver, which is what `None` means to the model), numeric exclusive bounds
 become `exclusiveMinimum: true`, `additionalProperties: false` is dropped (structural schemas prune
-unknown fields; `kubectl` warns about them) and a free-form mapping becomes
-`x-kubernetes-preserve-unknown-fields`. Every section gets `default: {}` so that its fields'
-defaults are filled in by the apiserver even when the section is left out, which gives the object
-stored in etcd the same values the model would use. Descriptions come from the model's docstrings
-and its `#:` field comments.
+unknown fields) and a free-form mapping becomes `x-kubernetes-preserve-unknown-fields`. Every
+section gets `default: {}` so that its fields' defaults are filled in by the apiserver even when the
+section is left out: the object stored in etcd gets the values the model would use. Descriptions
+come from the model's docstrings and its `#:` field comments.
 
 The status schema takes what the operator copies from the root from the same contract: each entry
 of `status.nodes` is a `swarm_contract.records.NodeRecord` plus the fields only the operator knows
@@ -75,6 +74,13 @@ _SPEC_RULES = [
         "fieldPath": ".consensus.replicas",
     },
     {
+        "rule": "!has(self.simulation) || !has(self.simulation.byzantineReplicas) || "
+        "self.simulation.byzantineReplicas.all(b, b.replica < "
+        "(has(self.consensus) && has(self.consensus.replicas) ? self.consensus.replicas : 1))",
+        "message": "simulation.byzantineReplicas replica is not an index below consensus.replicas",
+        "fieldPath": ".simulation.byzantineReplicas",
+    },
+    {
         "rule": "(!has(self.workers) || self.workers == oldSelf.workers) && "
         "(!has(self.topology) || self.topology == oldSelf.topology) && "
         "(!has(self.network) || self.network == oldSelf.network) && "
@@ -95,6 +101,9 @@ def spec_schema() -> dict[str, Any]:
     # Ranks are unique: a list-map keyed by rank says so without a quadratic CEL rule.
     byzantine["x-kubernetes-list-type"] = "map"
     byzantine["x-kubernetes-list-map-keys"] = ["worker"]
+    liars = out["properties"]["simulation"]["properties"]["byzantineReplicas"]
+    liars["x-kubernetes-list-type"] = "map"
+    liars["x-kubernetes-list-map-keys"] = ["replica"]
     out["x-kubernetes-validations"] = _SPEC_RULES
     return out
 

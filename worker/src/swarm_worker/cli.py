@@ -86,7 +86,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--peers",
         type=_peers,
         default={},
-        help="with topology.reshuffle, every bottom aggregator: agg-0=host:port,agg-1=host:port",
+        help="with topology.reshuffle, every bottom aggregator: agg-0=host:port,agg-1=host:port; "
+        "for a root replica, the other replicas' consensus ports: root=host:port,root-2=host:port",
+    )
+    node.add_argument(
+        "--replicas",
+        type=_peers,
+        default={},
+        help="a child of the root with consensus.replicas > 1: each replica, root=host:port,root-1=host:port",
+    )
+    node.add_argument(
+        "--consensus-port", type=_port, default=None, help="a root replica's port for the other replicas"
     )
     node.add_argument("--bind-host", default="0.0.0.0")
     node.add_argument(
@@ -232,7 +242,9 @@ def _serve_node(args: argparse.Namespace, stop_requested: threading.Event) -> in
         metrics_port=args.metrics_port if args.metrics_port is not None else net.metrics_port,
         workdir=args.workdir,
         peers=args.peers,
+        replicas=args.replicas,
         keys=args.keys,
+        consensus_port=args.consensus_port,
     )
     settings.workdir.mkdir(parents=True, exist_ok=True)
     rt = NodeRuntime(settings, stop_requested=stop_requested)
@@ -247,6 +259,10 @@ def _serve_node(args: argparse.Namespace, stop_requested: threading.Event) -> in
             from swarm_worker.roles.worker import Worker
 
             return Worker(rt).run()
+        if role == "root" and manifest.spec.consensus.replicas > 1:
+            from swarm_worker.roles.replica import run_replica
+
+            return run_replica(rt)
         if role == "root":
             from swarm_worker.roles.root import run_root
 

@@ -1,1 +1,1 @@
-"""The root's replicas agreeing on each outer step: commit points, certificates, PBFT phases."""
+"""The root's replicas agreeing on each outer step: PBFT phases, proposals, state transfer."""

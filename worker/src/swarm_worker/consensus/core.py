@@ -3,7 +3,7 @@
 R = 3f + 1 replicas (swarm_contract.consensus) commit one model per round. In view v the leader
 (replica v mod R) proposes the round's inputs; every replica computes the outer step from exactly
 those inputs (deterministic: same inputs, same bits) and the digest D of the resulting commit point
-(swarm_worker.consensus.certificate). Then, PBFT's normal case with signatures:
+(swarm_worker.protocol.certificate). Then, PBFT's normal case with signatures:
 
     agree(view, round, D)        this replica computed D from the leader's proposal (the leader
                                  from its own): it votes PREPARE D
@@ -91,7 +91,10 @@ class ReplicaCore:
         self.lock: Proof | None = None
         self.committed: Proof | None = None
         self.voted: dict[tuple[str, int], bytes] = {}  # (phase, view) -> the digest this replica voted
-        self.timer_start = self.last_resend = now
+        #: When this round's view timer started: at its first input (`heard`), not at its opening
+        #: (the children may take long to train it, or to start).
+        self.timer_start: float | None = None
+        self.last_resend = now
         self.attempts = 0  # view changes within this round: the timeout doubles with each
         self.wanted_view = self.view  # the view this replica asked for (> view while changing)
         self.helped: set[str] = set()  # lagging replicas sent `previous` after one of their votes
@@ -144,11 +147,16 @@ class ReplicaCore:
         self.voted[("prepare", view)] = digest
         return [SendVote("prepare", view, round_index, digest)]
 
+    def heard(self, now: float) -> None:
+        """The round's first input (a child's update, a proposal) arrived: its view timer starts."""
+        if self.timer_start is None:
+            self.timer_start = self.last_resend = now
+
     def tick(self, now: float) -> list[Effect]:
         """Vote for the next view when this round has waited past its timeout without a commit;
         before that, every half timeout, send this view's votes again (a replica that restarted
         or reconnected lost what was sent to it meanwhile; the others count a vote once)."""
-        if self.committed is not None:
+        if self.committed is not None or self.timer_start is None:
             return []
         if now - self.timer_start < self.view_timeout * 2 ** min(self.attempts, MAX_BACKOFF_DOUBLINGS):
             if now - self.last_resend < self.view_timeout / 2 or self.changing_view:

@@ -6,14 +6,13 @@ restarts a process that dies before the root finished, with the spec's backoff a
 (swarm_contract.restarts, exactly as the operator replaces pods); it follows the root's
 `metrics.jsonl` for progress and ends when the root exits. GPUs: local/placement.py.
 
-The launcher owns its node processes. On SIGTERM, SIGINT or SIGHUP `run` stops them all (SIGTERM,
-then SIGKILL after TERMINATE_GRACE_S) and raises SwarmInterruptedError (`swarm run` exits 128 +
-signum). Nodes run in their own session, so a terminal's Ctrl-C or hangup reaches the launcher only,
-which stops them in order; on Linux a node started from the main thread also gets SIGKILL from the
-kernel if the launcher dies without a chance to stop it (PR_SET_PDEATHSIG).
+On SIGTERM, SIGINT or SIGHUP `run` stops every node (SIGTERM, then SIGKILL after
+TERMINATE_GRACE_S) and raises SwarmInterruptedError (`swarm run` exits 128 + signum). Nodes run in
+their own session, so a terminal's Ctrl-C reaches the launcher only; on Linux a node also gets
+SIGKILL from the kernel if the launcher dies without stopping it (PR_SET_PDEATHSIG).
 
-Files under the output directory: manifest.yaml (the resolved spec every node reads), logs/<node>.log,
-checkpoints/ (the root's), metrics.jsonl, result.json (the root's final status).
+Output: manifest.yaml (the resolved spec), keys/, logs/<node>.log, checkpoints/, metrics.jsonl and
+result.json (the root's); with root replicas, replicas/<id>/ for each replica but `root`.
 """
 
 from __future__ import annotations
@@ -21,6 +20,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -28,7 +28,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -37,13 +36,12 @@ import yaml
 
 import swarm_contract
 import swarm_worker
-from swarm_contract.command import node_argv
 from swarm_contract.manifest import Manifest, spec_to_dict
 from swarm_contract.restarts import decide_restart
 from swarm_contract.spec import API_GROUP, API_VERSION, KIND
-from swarm_contract.topology import TreeNode, plan_tree
+from swarm_contract.topology import plan_tree
 from swarm_worker.local.placement import local_gpus, node_environ, plan_local_gpus
-from swarm_worker.local.ports import free_ports
+from swarm_worker.local.processes import NodeProcess, plan_processes
 from swarm_worker.protocol.curve import write_job_keys
 
 POLL_S = 0.2
@@ -91,18 +89,6 @@ def _pdeathsig_hook() -> Callable[[], None] | None:
     return die_with_parent
 
 
-@dataclass
-class NodeProcess:
-    node: TreeNode
-    argv: list[str]
-    log_path: Path
-    metrics_port: int
-    proc: subprocess.Popen[bytes] | None = None
-    restarts: int = 0
-    restart_at: float | None = None
-    exits: list[int] = field(default_factory=list)
-
-
 class LocalSwarm:
     def __init__(
         self, manifest: Manifest, output: Path, *, host: str = "127.0.0.1", threads: int = 1
@@ -122,33 +108,15 @@ class LocalSwarm:
         doc = {"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": KIND, "metadata": meta}
         doc["spec"] = spec_to_dict(self.spec)
         self.manifest_path.write_text(yaml.safe_dump(doc, sort_keys=False))
-        #: The job's CURVE keys, a pair per node (kept across a resume in the same output directory).
-        self.keys_dir = write_job_keys(output / "keys", self.tree)
-        #: Every node's data port; a worker binds none, but its command line matches a pod's.
-        ports = free_ports(host, 2 * len(self.tree.nodes))
-        self.data_ports = dict(zip(self.tree.nodes, ports[: len(self.tree.nodes)], strict=True))
-        metrics_ports = dict(zip(self.tree.nodes, ports[len(self.tree.nodes) :], strict=True))
-        self.processes: dict[str, NodeProcess] = {}
-        for node in self.tree.nodes.values():
-            metrics_port = metrics_ports[node.id]
-            argv = node_argv(
-                self.spec,
-                node.id,
-                address=lambda node_id: f"{host}:{self.data_ports[node_id]}",
-                manifest=str(self.manifest_path),
-                bind_port=self.data_ports[node.id],
-                metrics_port=metrics_port,
-                workdir=str(output),
-                program=NODE_PROGRAM,
-                bind_host=host,
-                metrics_host=host,
-                threads=threads,
-                keys=str(self.keys_dir),
-            )
-            self.processes[node.id] = NodeProcess(
-                node, argv, output / "logs" / f"{node.id}.log", metrics_port
-            )
+        #: The job's keys, a CURVE and a signing pair per node and root replica (kept on a resume).
+        self.keys_dir = write_job_keys(output / "keys", self.tree, self.spec.consensus.replicas)
+        self.processes = plan_processes(
+            self.spec, output, self.manifest_path, self.keys_dir, host, threads, NODE_PROGRAM
+        )
+        #: Every process's data port, by node id.
+        self.data_ports = {node_id: p.data_port for node_id, p in self.processes.items()}
         self.job_restarts = 0
+        self.finished_by: NodeProcess | None = None  # the root replica whose result is the run's
         self.started = time.monotonic()
         #: The stop signal received while `run` supervised, if any.
         self.signalled: int | None = None
@@ -200,10 +168,11 @@ class LocalSwarm:
                 continue
             np_.exits.append(code)
             np_.proc = None
-            if np_.node.role == "root" and code == 0:
+            if np_.node.role == "root" and code == 0:  # with replicas, the first to finish
+                self.finished_by = np_
                 return 0
             if code == 0:
-                continue  # a child told to stop: the run is ending
+                continue  # a child told to stop, or another replica done: the run is ending
             verdict = decide_restart(
                 self.spec.restart_policy,
                 np_.node.id,
@@ -294,6 +263,10 @@ class LocalSwarm:
                     time.sleep(POLL_S)
             finally:
                 self.stop()
+        winner = self.finished_by
+        if winner is not None and winner.workdir != self.output:  # a replica other than `root` finished
+            for name in ("metrics.jsonl", "result.json"):
+                os.replace(shutil.copy(winner.workdir / name, self.output / f".{name}"), self.output / name)
         result = json.loads((self.output / "result.json").read_text())
         result["restarts"] = {k: p.restarts for k, p in self.processes.items() if p.restarts}
         return dict(result)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Sequence
 
 
 def free_port(host: str) -> int:
@@ -20,3 +21,10 @@ def free_ports(host: str, count: int) -> list[int]:
     finally:
         for s in sockets:
             s.close()
+
+
+def named_ports(host: str, *groups: Sequence[str]) -> list[dict[str, int]]:
+    """One free port per name of each group, all distinct: e.g. (data, metrics, consensus) ports
+    of a swarm's processes."""
+    ports = iter(free_ports(host, sum(len(g) for g in groups)))
+    return [{name: next(ports) for name in group} for group in groups]

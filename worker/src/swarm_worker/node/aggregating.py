@@ -1,22 +1,19 @@
 """The I/O shell of an aggregating node (interior aggregator or root) around `node.round.RoundState`.
 
-One thread polls the children's ROUTER and, below the root, the parent's DEALER:
-- from a child: a HELLO is answered (dense model, or STOP after the end); anything else goes to
-  `RoundState.accept`, and a refusal is counted by reason in the dropped-messages counter;
-- from the parent: MODEL r is applied (`node.model_sync`), forwarded to every child (the same delta
-  frames to a child known to hold the base round, else the dense model) and opens round r; a MODEL
-  for the round already held means the parent lost this node's update: it is sent again; STOP is
-  passed down and ends the loop;
-- when `RoundState.ready`, the round is closed and its result handed to the `RoundSink`: up to the
-  parent (roles.aggregator) or into the outer step (roles.root), which see this node only through
-  the narrow `Links` protocol;
-- a SIGTERM (`NodeRuntime.stop_requested`) ends the loop within one poll; the sink's `stopping` runs
-  first (the root checkpoints).
+One thread polls the children's ROUTER and, below the root, the parent's DEALERs (node.parents: one
+per root replica for a child of the root; certificates checked, duplicates filtered). From a child: a
+HELLO is answered (dense model, or STOP after the end), anything else goes to `RoundState.accept`
+(a refusal is counted by reason). From the parent: MODEL r is applied (`node.model_sync`),
+forwarded to every child (the same delta frames to a child known to hold the base round, else the
+dense model, which carries the certificate of the round held) and opens round r; a MODEL for the
+round already held means the parent lost this node's update: it is sent again; STOP is passed down
+and ends the loop. When `RoundState.ready`, the round is closed and its result handed to the
+`RoundSink` (roles.aggregator sends it up, roles.root commits it), which sees this node only
+through `Links`. A SIGTERM ends the loop within one poll, after the sink's `stopping`.
 
-θ and the round's updates live on the node's device (`NodeRuntime.device`: a GPU when
-`topology.aggregatorResources.gpus` gives one); what goes on the wire is copied to the host. At start
-the round's aggregation memory is checked against what the device has (`node.aggregation_memory`):
-a spec that cannot fit is refused with a one-line error before any round runs.
+θ and the round's updates live on the node's device (`NodeRuntime.device`); what goes on the wire
+is copied to the host. At start the round's aggregation memory is checked against what the device
+has (`node.aggregation_memory`): a spec that cannot fit is refused with a one-line error.
 """
 
 from __future__ import annotations
@@ -30,7 +27,8 @@ import zmq
 
 from swarm_worker.maths.support import valid_support
 from swarm_worker.node.aggregation_memory import aggregation_need, available_bytes, check_fits
-from swarm_worker.node.model_sync import apply_model, model_digest
+from swarm_worker.node.model_sync import accepted_round, apply_model, model_digest
+from swarm_worker.node.parents import ParentLinks, open_parents
 from swarm_worker.node.round import RoundResult, RoundState
 from swarm_worker.node.runtime import SIGNALLED_EXIT_CODE, NodeRuntime
 from swarm_worker.protocol.codec import Message
@@ -39,7 +37,6 @@ from swarm_worker.protocol.transport import (
     Encoded,
     Routes,
     bind_router,
-    connect_dealer,
     effective_max_message_bytes,
     encode_message,
     receive,
@@ -57,9 +54,11 @@ class Links(Protocol):
     @property
     def state(self) -> RoundState: ...
 
+    certificate: dict[str, Any] | None
+
     def message(self, msg_type: str, rnd: int, meta: dict[str, Any], tensors: dict[str, Any]) -> Message: ...
 
-    def send_up(self, encoded: Encoded) -> None: ...
+    def send_up(self, update: Message) -> None: ...
 
     def advance(self, round_index: int, theta: torch.Tensor) -> None: ...
 
@@ -105,23 +104,19 @@ class AggregatorShell:
         )
         #: Where each child is reached: its node id, or under CURVE the connection it proved its key on.
         self.routes = Routes(authenticated=keys is not None)
-        parent_id = rt.node.parent
-        self.dealer = (
-            connect_dealer(
-                self.ctx,
-                rt.node.id,
-                rt.settings.parent,
-                max_bytes,
-                curve=keys.client(parent_id) if keys is not None and parent_id is not None else None,
-            )
-            if rt.settings.parent
-            else None
-        )
+        self.parents = open_parents(self.ctx, rt, max_bytes)  # None for the root
+        #: What the loop waits on; a subclass may register more sockets, which its sink's `tick` reads.
+        self.poller = zmq.Poller()
+        self.poller.register(self.router, zmq.POLLIN)
+        if self.parents is not None:
+            self.parents.register(self.poller)
         self.stopped: str | None = None
         #: This round's update as sent up, kept to re-send when the parent lost it.
         self.forwarded: Encoded | None = None
         #: Set once training ended: later HELLOs are answered with STOP.
         self.done_reason: str | None = None
+        #: The certificate (wire form, protocol.certificate) of the round held: the dense model carries it.
+        self.certificate: dict[str, Any] | None = None
         rt.metrics.round.set(round_index)
 
     # -- Links --------------------------------------------------------------------------------------
@@ -133,10 +128,10 @@ class AggregatorShell:
     def message(self, msg_type: str, rnd: int, meta: dict[str, Any], tensors: dict[str, Any]) -> Message:
         return Message(msg_type, self.rt.settings.job, rnd, self.rt.node.id, meta, tensors)
 
-    def send_up(self, encoded: Encoded) -> None:
-        self.forwarded = encoded
-        if self.dealer is not None:
-            send(self.dealer, encoded, self.rt.metrics)
+    def send_up(self, update: Message) -> None:
+        if self.parents is not None:  # signed for root replicas, sent to each of them
+            self.forwarded = self.parents.seal(update)
+            self.parents.send(self.forwarded)
 
     def advance(self, round_index: int, theta: torch.Tensor) -> None:
         """Open `round_index` on θ = `theta` (the parent's model, or the root's outer step)."""
@@ -175,7 +170,10 @@ class AggregatorShell:
             tensors: dict[str, Any] = {"theta": state.theta.cpu()}  # the codec reads host memory
             if state.support is not None:
                 tensors["support"] = state.support.to(torch.int32)
-            msg = self.message("model", state.round, {"base_round": -1, "final": False}, tensors)
+            meta: dict[str, Any] = {"base_round": -1, "final": False}
+            if self.certificate is not None:
+                meta["cert"] = self.certificate
+            msg = self.message("model", state.round, meta, tensors)
             self._dense_model = (state.round, encode_message(msg))
         return self._dense_model[1]
 
@@ -217,8 +215,8 @@ class AggregatorShell:
             return
         if msg.round == state.round and state.theta is not None:
             # The parent re-sent this round: it lost our update (it restarted). Send it again.
-            if state.closed and self.forwarded is not None and self.dealer is not None:
-                send(self.dealer, self.forwarded, self.rt.metrics)
+            if state.closed and self.forwarded is not None and self.parents is not None:
+                self.parents.send(self.forwarded)
             return
         base_round = state.round
         support = None
@@ -234,16 +232,14 @@ class AggregatorShell:
         if support is not None:
             state.support = support
         delta = encode_message(msg) if msg.meta["base_round"] >= 0 else None
-        self.advance(msg.round, theta)
+        self.certificate = msg.meta.get("cert")  # certified by node.parents: the dense model's
+        self.advance(accepted_round(self.rt.metrics, self.rt.node.id, base_round, msg), theta)
         self.broadcast(delta, base_round)
 
     # -- the loop -----------------------------------------------------------------------------------
 
     def run(self, sink: RoundSink) -> int:
-        poller = zmq.Poller()
-        poller.register(self.router, zmq.POLLIN)
-        if self.dealer is not None:
-            poller.register(self.dealer, zmq.POLLIN)
+        poller = self.poller
         # One HELLO at start, then only after silence counted from the start (see roles/worker.py).
         last_heard, last_hello, greeted = time.monotonic(), 0.0, False
         resync_after = max(2.0, 2 * self.rt.settings.spec.training.round_deadline_seconds)
@@ -256,9 +252,9 @@ class AggregatorShell:
                     return SIGNALLED_EXIT_CODE
                 now = time.monotonic()
                 quiet = now - last_heard > resync_after and now - last_hello > HELLO_INTERVAL_S
-                if self.dealer is not None and (quiet or not greeted):
+                if self.parents is not None and (quiet or not greeted):
                     meta = {"role": "aggregator", "answered": state.closed}
-                    send(self.dealer, encode_message(self.message("hello", state.round, meta, {})), metrics)
+                    self.parents.send(encode_message(self.message("hello", state.round, meta, {})))
                     last_hello, greeted = now, True
                 events = dict(poller.poll(POLL_MS))
                 if self.router in events:
@@ -267,12 +263,8 @@ class AggregatorShell:
                         self.routes.learn(got)
                         self.rt.traffic.count(got.nbytes, got.dense_nbytes)
                         self.on_child(got.message)
-                if self.dealer is not None and self.dealer in events:
-                    got = receive(self.dealer, metrics, routed=False, job=job)
-                    if got is not None:
-                        self.rt.traffic.count(got.nbytes, got.dense_nbytes)
-                        last_heard = time.monotonic()
-                        self.on_parent(got.message)
+                if self.parents is not None and self._from_parents(self.parents, events):
+                    last_heard = time.monotonic()
                 if state.ready(time.monotonic()):
                     self._close_round(sink)
                 sink.tick(self, time.monotonic())
@@ -280,10 +272,20 @@ class AggregatorShell:
             if self.gate is not None:
                 self.gate.close()  # its threads hold sockets of ctx: before ctx.term()
             self.router.close(0)
-            if self.dealer is not None:
-                self.dealer.close(0)
+            if self.parents is not None:
+                self.parents.close()
             self.ctx.term()
         return 0
+
+    def _from_parents(self, parents: ParentLinks, events: dict[Any, int]) -> bool:
+        """Act on what the parents sent (node.parents filtered it); whether any was heard."""
+        heard = False
+        for sock in parents.ready(events):  # one at a time: each against the round now held
+            got = parents.receive(sock, self._state.round)
+            heard = heard or got is not None
+            if got is not None and got.message is not None and self.stopped is None:
+                self.on_parent(got.message)
+        return heard
 
     def _close_round(self, sink: RoundSink) -> None:
         state, metrics = self._state, self.rt.metrics

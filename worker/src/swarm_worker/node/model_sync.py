@@ -15,16 +15,26 @@ alike (no fused multiply-add, no reduction, no order to differ; PyTorch builds i
 fast-math, so subnormals are kept on both). Same inputs, same correctly rounded result: by induction
 over rounds every copy of θ equals the root's bit for bit, whatever device each node computes on.
 `model_digest` checks it across processes.
+
+Going back a round. A dense MODEL may be for an older round than the one held: the parent's root
+resumed from its last checkpoint (a replaced root pod), or, with reshuffled parents, a parent that is
+behind. It comes from the authenticated parent and is applied (the explicit resync: the node trains
+that round again), but never silently: `accepted_round` logs one WARNING naming both rounds and counts
+it in `swarm_model_rollbacks_total`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 
 import torch
 
 from swarm_worker.maths.compression import SparseVector
+from swarm_worker.node.telemetry import NodeMetrics
 from swarm_worker.protocol.codec import Message
+
+log = logging.getLogger("swarm")
 
 
 def apply_model(
@@ -50,6 +60,22 @@ def apply_model(
     delta = payload.to(theta.device)
     theta[delta.indices.long()] += delta.values.to(torch.float32)
     return theta
+
+
+def accepted_round(metrics: NodeMetrics, node_id: str, round_held: int, msg: Message) -> int:
+    """The round of `msg`, a MODEL just applied over θ of `round_held`; when it is an older round,
+    one WARNING line names both rounds and the parent, and `swarm_model_rollbacks_total` counts it."""
+    if msg.round < round_held:
+        metrics.model_rollbacks.inc()
+        log.warning(
+            "%s: round %d -> %d: the parent %s sent an older model (the root resumed from a checkpoint, "
+            "or the parent is behind); resyncing to it",
+            node_id,
+            round_held,
+            msg.round,
+            msg.node,
+        )
+    return int(msg.round)
 
 
 #: 16-bit halves of θ per block of the digest's fingerprint, and halves reduced per pass (a

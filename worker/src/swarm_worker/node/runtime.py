@@ -14,9 +14,10 @@ from pathlib import Path
 
 import torch
 
+from swarm_contract.consensus import replica_index
 from swarm_contract.manifest import Manifest
 from swarm_contract.spec import SwarmSpec
-from swarm_contract.topology import Tree, TreeNode, plan_tree
+from swarm_contract.topology import ROOT_ID, Tree, TreeNode, plan_tree
 from swarm_worker.node.device import node_device
 from swarm_worker.node.telemetry import NodeMetrics, StatusServer
 from swarm_worker.node.traffic import Traffic
@@ -43,8 +44,14 @@ class NodeSettings:
     workdir: Path
     #: Workers with `topology.reshuffle`: node id -> host:port of every bottom aggregator.
     peers: dict[str, str] = field(default_factory=dict)
+    #: A child of the root with `consensus.replicas` > 1: replica id -> host:port of each replica's
+    #: data port (`--replicas`; node.parents talks to all of them). Empty otherwise.
+    replicas: dict[str, str] = field(default_factory=dict)
     #: The job's CURVE key directory (`--keys`); None: plain links.
     keys: Path | None = None
+    #: A root replica's consensus port (`--consensus-port`, R > 1); its `peers` are then the
+    #: other replicas' consensus ports.
+    consensus_port: int | None = None
 
     @property
     def spec(self) -> SwarmSpec:
@@ -71,10 +78,18 @@ class NodeRuntime:
         self.stop_requested = threading.Event() if stop_requested is None else stop_requested
         spec = settings.spec
         self.tree: Tree = plan_tree(spec.workers.replicas, spec.topology.branching_factor)
-        self.node: TreeNode = self.tree.node(settings.node_id)
+        # A root replica (`root-1`, ...) is the tree's root; its own id names its keys and metrics.
+        replica = replica_index(settings.node_id, spec.consensus.replicas) is not None
+        self.node: TreeNode = self.tree.node(ROOT_ID if replica else settings.node_id)
         #: This node's CURVE keys, read once at start (KeyFileError names a missing file).
         self.keys: NodeKeys | None = (
-            load_node_keys(settings.keys, self.tree, self.node.id, reshuffle=spec.topology.reshuffle)
+            load_node_keys(
+                settings.keys,
+                self.tree,
+                settings.node_id,
+                reshuffle=spec.topology.reshuffle,
+                replicas=spec.consensus.replicas,
+            )
             if settings.keys is not None
             else None
         )
@@ -82,7 +97,7 @@ class NodeRuntime:
         self.device: torch.device = node_device(spec, self.node.role)
         self.model = initial_model(self.bundle, spec.training.seed).to(self.device)
         self.numel = sum(p.numel() for p in self.model.parameters())
-        self.metrics = NodeMetrics(self.node.id, self.node.role)
+        self.metrics = NodeMetrics(settings.node_id, self.node.role)
         self.server = StatusServer(self.metrics, settings.metrics_host, settings.metrics_port)
         self.traffic = Traffic(self.node.id)
         self.started = time.monotonic()

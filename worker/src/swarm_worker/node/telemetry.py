@@ -43,6 +43,12 @@ class NodeMetrics:
         self.bytes_received = Counter(
             "swarm_bytes_received", "Bytes received", list(labels), registry=r
         ).labels(**labels)
+        self.model_rollbacks = Counter(
+            "swarm_model_rollbacks",
+            "Models accepted from the parent for an older round than the one held (a resync)",
+            list(labels),
+            registry=r,
+        ).labels(**labels)
         self._dropped = Counter(
             "swarm_messages_dropped", "Messages dropped, by reason", [*labels, "reason"], registry=r
         )

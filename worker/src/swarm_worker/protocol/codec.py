@@ -10,7 +10,10 @@ A message is one ZeroMQ multipart message (after the ROUTER's identity frame, wh
                    node     str    sender's node id
                    meta     map    per-type scalars, checked against META_SCHEMA; an update's
                                    `nodes` are swarm_contract.records.NodeRecord mappings, whose
-                                   fields and types (not bounds) are checked here
+                                   fields and types (not bounds) are checked here. Optional, with
+                                   root replicas only (header.OPTIONAL_META): a model's `cert`
+                                   (map: its commit certificate, checked by protocol.certificate)
+                                   and an update's `sig` (64 bytes: ed25519, protocol.signing)
                    tensors  list   one map per tensor, in frame order:
                               name   str
                               dtype  str    "float32" | "float16" | "bfloat16" (values), or

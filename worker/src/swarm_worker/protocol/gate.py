@@ -24,12 +24,17 @@ so no reply reaches it.
 The gate must exist before the ROUTER binds (`bind_router(..., gate=gate)` takes it): a socket
 with a ZAP domain and no ZAP handler in its context lets every CURVE client in (libzmq without
 ZAP_ENFORCE_DOMAIN). Close it (`close()`) before the context is terminated.
+
+A root replica's consensus port is a second ROUTER behind a second gate that admits the other
+replicas instead of the children: `ChildGate(mesh_ctx, keys, on_refused, admitted=keys.replica_peers)`.
+A context has one ZAP handler (ZeroMQ binds it at a fixed inproc address), so each gate needs its
+own context: the consensus port's sockets live in a context of their own.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import zmq
@@ -93,11 +98,21 @@ class _HandshakeWatch(threading.Thread):
 
 
 class ChildGate:
-    """The ZAP handler and the handshake watch of one node's ROUTER (see the module docstring)."""
+    """The ZAP handler and the handshake watch of one node's ROUTER (see the module docstring):
+    it admits the clients `admitted` names (node id -> CURVE public key, Z85 bytes), by default
+    this node's possible children."""
 
-    def __init__(self, ctx: zmq.Context[Any], keys: NodeKeys, on_refused: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        ctx: zmq.Context[Any],
+        keys: NodeKeys,
+        on_refused: Callable[[str], None],
+        *,
+        admitted: Mapping[str, bytes] | None = None,
+    ) -> None:
         self.ctx, self.keys, self.on_refused = ctx, keys, on_refused
-        user_of = {key: node for node, key in keys.children.items()}
+        clients = keys.children if admitted is None else admitted
+        user_of = {key: node for node, key in clients.items()}
         self._auth = _TreeAuthenticator(ctx, user_of)
         self._auth.start()
         self._auth.configure_curve_callback(ZAP_DOMAIN, credentials_provider=_Children(user_of, on_refused))

@@ -1,7 +1,13 @@
 """The header's metadata: what each message type carries besides its tensors, and the checks
-`codec.decode` runs on it. Every key is required and no other is allowed, so a peer cannot smuggle
-unbounded data through the header; an update's `nodes` are swarm_contract.records.NodeRecord
-mappings whose field names and types (not bounds: those are the reader's) are checked here.
+`codec.decode` runs on it. Every key of META_SCHEMA is required and no other is allowed but the few
+of OPTIONAL_META, so a peer cannot smuggle unbounded data through the header; an update's `nodes`
+are swarm_contract.records.NodeRecord mappings whose field names and types (not bounds: those are
+the reader's) are checked here.
+
+The optional keys are those of the root's replicas (swarm_worker.consensus), absent with one
+replica: a model's `cert` (its commit certificate, a map checked in full by
+`protocol.certificate.certificate_from_wire`, which knows the replica count: here only its type)
+and an update's `sig` (the sender's ed25519 signature, protocol.signing: exactly 64 bytes).
 """
 
 from __future__ import annotations
@@ -38,6 +44,15 @@ META_SCHEMA: Final[dict[str, dict[str, tuple[type, ...]]]] = {
     },
     "stop": {"reason": (str,)},
 }
+#: Per-type metadata a message may carry or leave out (see the module docstring).
+OPTIONAL_META: Final[dict[str, dict[str, tuple[type, ...]]]] = {
+    "hello": {},
+    "model": {"cert": (dict,)},
+    "update": {"sig": (bytes,)},
+    "stop": {},
+}
+#: An ed25519 signature (protocol.signing.SIGNATURE_BYTES).
+SIG_BYTES: Final = 64
 
 
 # Python type of a model's scalar field -> the msgpack types its value may arrive as: a float may
@@ -86,12 +101,20 @@ def check_int(value: Any, what: str, lo: int, hi: int) -> int:
     return value
 
 
-def check_fields(obj: Any, schema: dict[str, tuple[type, ...]], what: str) -> dict[str, Any]:
+def check_fields(
+    obj: Any,
+    schema: dict[str, tuple[type, ...]],
+    what: str,
+    optional: dict[str, tuple[type, ...]] | None = None,
+) -> dict[str, Any]:
+    """`obj`, a map with every key of `schema`, any of `optional` and no other, each of its type."""
     if not isinstance(obj, dict):
         raise CodecError("field", f"{what} must be a map")
-    if set(obj) != set(schema):
+    if set(obj) != set(schema) and not (optional and set(schema) <= set(obj) <= {*schema, *optional}):
         raise CodecError("field", f"{what} keys {sorted(map(str, obj))} != {sorted(schema)}")
-    for key, types in schema.items():
+    for key, types in (schema | optional if optional else schema).items():
+        if key not in obj:
+            continue
         value = obj[key]
         ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
         if not ok:
@@ -104,7 +127,9 @@ def check_fields(obj: Any, schema: dict[str, tuple[type, ...]], what: str) -> di
 
 
 def check_meta(msg_type: str, raw_meta: Any) -> dict[str, Any]:
-    meta = check_fields(raw_meta, META_SCHEMA[msg_type], "meta")
+    meta = check_fields(raw_meta, META_SCHEMA[msg_type], "meta", OPTIONAL_META[msg_type])
+    if "sig" in meta and len(meta["sig"]) != SIG_BYTES:
+        raise CodecError("field", f"meta.sig must be {SIG_BYTES} bytes")
     if msg_type == "update":
         check_int(meta["samples"], "meta.samples", 0, 1 << 40)
         check_int(meta["workers"], "meta.workers", 0, 1 << 20)

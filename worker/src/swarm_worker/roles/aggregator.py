@@ -18,7 +18,6 @@ from swarm_worker.maths.compression import SparseVector, to_wire, wire_dtype
 from swarm_worker.node.aggregating import AggregatorShell, Links
 from swarm_worker.node.round import RoundResult
 from swarm_worker.node.runtime import NodeRuntime
-from swarm_worker.protocol.transport import encode_message
 
 
 class ForwardUp:
@@ -44,7 +43,7 @@ class ForwardUp:
         }
         if result.votes is not None:
             tensors["votes"] = result.votes
-        links.send_up(encode_message(links.message("update", state.round, meta, tensors)))
+        links.send_up(links.message("update", state.round, meta, tensors))  # sealed by the shell
 
     def tick(self, links: Links, now: float) -> None:
         """Nothing to do between messages: the parent's STOP ends an interior aggregator."""

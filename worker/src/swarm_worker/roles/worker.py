@@ -11,7 +11,9 @@ Loop (single thread, ZeroMQ poll):
 - STOP: exit 0.
 With `topology.reshuffle` the worker holds a DEALER to every bottom aggregator (`--peers`) and sends
 each round's update (and its HELLOs) to the one `topology.parent_in_round` names; models may come
-from any of them.
+from any of them. A child of the root with root replicas (`consensus.replicas` > 1) sends to every
+replica (node.parents); with keys, a MODEL is applied only with a valid commit certificate
+(node.certified: refusals counted as `certificate`).
 
 `training.pipeline` or `training.adaptiveSteps`: local steps run one at a time (`LocalRun`) with a
 non-blocking poll between them. Pipelined, the worker starts round r+1's steps from θ_r - Δ_r once
@@ -38,17 +40,11 @@ from swarm_contract.spec import SpecError
 from swarm_contract.topology import ROOT_ID, parent_in_round
 from swarm_worker.maths.compression import VALUE_DTYPES, ErrorFeedbackCompressor, SparseVector, k_for
 from swarm_worker.maths.support import initial_support, valid_support
-from swarm_worker.node.model_sync import apply_model, model_digest
+from swarm_worker.node.model_sync import accepted_round, apply_model, model_digest
+from swarm_worker.node.parents import ParentLinks, open_parents
 from swarm_worker.node.runtime import SIGNALLED_EXIT_CODE, NodeRuntime
 from swarm_worker.protocol.codec import Message
-from swarm_worker.protocol.transport import (
-    Encoded,
-    connect_dealer,
-    effective_max_message_bytes,
-    encode_message,
-    receive,
-    send,
-)
+from swarm_worker.protocol.transport import Encoded, effective_max_message_bytes, encode_message
 from swarm_worker.simulation.byzantine import (
     CRASH_AFTER_ROUNDS,
     CRASH_EXIT_CODE,
@@ -146,7 +142,7 @@ class Worker:
             logging.shutdown()
             os._exit(CRASH_EXIT_CODE)  # like a segfault: no cleanup, no goodbye to the parent
 
-    def _train_and_send(self, sock: zmq.Socket[Any]) -> None:
+    def _train_and_send(self, to: str) -> None:
         """Blocking path (no pipeline, no adaptive steps): H steps from θ_r in one call, then send."""
         assert self.theta is not None
         if self.silent:
@@ -155,9 +151,9 @@ class Worker:
         self._crash_if_due()
         started = time.monotonic()
         result = self.trainer.run_round(self.theta)
-        self._send_update(sock, result, started, self.trainer.local_steps)
+        self._send_update(to, result, started, self.trainer.local_steps)
 
-    def _step(self, sock: zmq.Socket[Any], stepwise: StepwiseRounds, run: LocalRun) -> None:
+    def _step(self, to: str, stepwise: StepwiseRounds, run: LocalRun) -> None:
         """Stepwise path: run's next step; once done and θ of its round is held, send its update."""
         if not run.finished:
             if run.done == 0:
@@ -166,11 +162,12 @@ class Worker:
         if run.finished and run.round == self.round:
             assert self.theta is not None
             started = time.monotonic() - run.seconds  # as if the steps had run just now, back to back
-            self._send_update(sock, stepwise.finish(), started, run.done)
+            self._send_update(to, stepwise.finish(), started, run.done)
             stepwise.next_round(self.theta)  # pipelined: round r+1 from θ_r - Δ_r at once
 
-    def _send_update(self, sock: zmq.Socket[Any], result: LocalResult, started: float, steps: int) -> None:
-        """Compress and send `result`, `steps` local steps from θ_r begun at `started`, for round r."""
+    def _send_update(self, to: str, result: LocalResult, started: float, steps: int) -> None:
+        """Compress and send `result`, `steps` local steps from θ_r begun at `started`, for round r,
+        to parent `to` (to every root replica, signed, with replicas: node.parents)."""
         assert self.theta is not None
         hashing = time.monotonic()
         digest = model_digest(self.theta)  # θ_r as this worker holds it: every node logs the same
@@ -187,10 +184,10 @@ class Worker:
             "nodes": [],
             "traffic": self.rt.traffic.entries(),
         }
-        self.last_update = encode_message(self._message("update", self.round, meta, tensors))
+        self.last_update = self.parents.seal(self._message("update", self.round, meta, tensors))
         self.answered_round = self.round
         self.rounds_trained += 1
-        send(sock, self.last_update, m)
+        self.parents.send(self.last_update, to)
         m.round_seconds.observe(elapsed)
         # One line per round: what `kubectl logs` of a worker shows.
         log.info(
@@ -209,30 +206,21 @@ class Worker:
         rt = self.rt
         assert rt.settings.parent is not None
         ctx: zmq.Context[Any] = zmq.Context()
-        max_bytes = effective_max_message_bytes(rt.settings.spec, rt.numel)
-        parent_id = rt.node.parent
-        assert parent_id is not None
-        addresses = dict(rt.settings.peers) if rt.settings.peers else {parent_id: rt.settings.parent}
-        keys = rt.keys
-        socks = {
-            agg: connect_dealer(
-                ctx, rt.node.id, addr, max_bytes, curve=keys.client(agg) if keys is not None else None
-            )
-            for agg, addr in addresses.items()
-        }
-        if self.parent_for(0) not in socks:
-            raise SpecError(f"--peers: no address for {self.parent_for(0)}, which {rt.node.id} reports to")
-        poller = zmq.Poller()
-        for s in socks.values():
-            poller.register(s, zmq.POLLIN)
+        parents = open_parents(ctx, rt, effective_max_message_bytes(rt.settings.spec, rt.numel))
+        assert parents is not None
+        self.parents: ParentLinks = parents
         try:
-            return self._loop(socks, poller)
+            if self.parent_for(0) not in parents.sockets:
+                missing = self.parent_for(0)
+                raise SpecError(f"--peers: no address for {missing}, which {rt.node.id} reports to")
+            poller = zmq.Poller()
+            parents.register(poller)
+            return self._loop(poller)
         finally:
-            for s in socks.values():
-                s.close(0)
+            parents.close()
             ctx.term()
 
-    def _loop(self, socks: dict[str, zmq.Socket[Any]], poller: zmq.Poller) -> int:
+    def _loop(self, poller: zmq.Poller) -> int:
         rt = self.rt
         # One HELLO at start (a restarted worker learns the parent's round at once), then only after
         # silence, counted from the start: HELLOs that queue while the parent is busy would each be
@@ -244,26 +232,26 @@ class Worker:
                 return SIGNALLED_EXIT_CODE
             now = time.monotonic()
             quiet = now - last_heard > self.resync_after and now - last_hello > HELLO_INTERVAL_S
-            sock = socks[self.parent_for(self.round)]
+            to = self.parent_for(self.round)
             if (quiet or not greeted) and not self.silent:
                 meta = {"role": "worker", "answered": self.answered_round == self.round}
-                send(sock, encode_message(self._message("hello", self.round, meta, {})), rt.metrics)
+                self.parents.send(encode_message(self._message("hello", self.round, meta, {})), to)
                 last_hello, greeted = now, True
             if self.answered_round < 0 and self.stepwise is None:
-                self._train_and_send(sock)  # round 0 from θ_0, without waiting for the parent
+                self._train_and_send(to)  # round 0 from θ_0, without waiting for the parent
                 last_heard = time.monotonic()  # the parent answers with round 1's model: wait from now
                 continue
             run = self.stepwise.pending if self.stepwise is not None else None
             busy = run is not None and not run.finished
             if self.stepwise is not None and run is not None:
-                self._step(sock, self.stepwise, run)
+                self._step(to, self.stepwise, run)
             for ready, _ in poller.poll(0 if busy else POLL_MS):
-                got = receive(ready, rt.metrics, routed=False, job=rt.settings.job)
-                if got is None:
+                heard = self.parents.receive(ready, self.round)  # certified, deduplicated: node.parents
+                if heard is None:
                     continue
-                rt.traffic.count(got.nbytes, got.dense_nbytes)
                 last_heard = time.monotonic()
-                msg = got.message
+                if (msg := heard.message) is None:
+                    continue
                 if msg.type == "stop":
                     log.info("%s: stop (%s)", rt.node.id, msg.meta["reason"])
                     return 0
@@ -284,13 +272,13 @@ class Worker:
                     rt.metrics.dropped("model-mismatch")
                     last_heard = 0.0  # ask for a dense model at once
                     continue
-                self.theta, self.round = theta, msg.round
+                self.theta, self.round = theta, accepted_round(rt.metrics, rt.node.id, self.round, msg)
                 if support is not None:
                     self.support = support
                 rt.metrics.round.set(self.round)
-                parent = socks[self.parent_for(self.round)]
+                parent = self.parent_for(self.round)
                 if action is ModelAction.RESEND and self.last_update is not None:
-                    send(parent, self.last_update, rt.metrics)  # the parent lost it
+                    self.parents.send(self.last_update, parent)  # the parent lost it
                     continue
                 if action is ModelAction.KEEP:
                     continue  # the pending steps are for this round: sent when they are done
