@@ -86,9 +86,9 @@ def status_of(run: SwarmThread, replica: str) -> dict[str, Any] | None:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=2) as r:
             doc: dict[str, Any] = json.loads(r.read())
-            return doc
     except OSError:
         return None
+    return doc if doc.get("consensus") else None  # None before its first status too
 
 
 def test_fault_free_and_leader_killed_again_and_again_commit_every_round_once(tmp_path: Path) -> None:
@@ -128,9 +128,9 @@ def test_a_byzantine_replica_is_outvoted_and_no_honest_node_applies_its_model(
     assert result["phase"] == "Succeeded", result
     honest = json.loads((tmp_path / "replicas" / "root-1" / "result.json").read_text())
     faults = honest["consensus"]["faults"].get("root", {})
-    expected = {"wrong-model": "wrong-model", "equivocate": "equivocated", "wrong-hash": None}[attack]
-    if expected is not None:
-        assert faults.get(expected, 0) >= 1, honest["consensus"]
+    expected = {"wrong-model": "wrong-model", "equivocate": "equivocated", "wrong-hash": "wrong-commit"}
+    assert faults.get(expected[attack], 0) >= 1, honest["consensus"]
+    assert set(honest["consensus"]["faults"]) == {"root"}, honest["consensus"]  # no honest one accused
     # Every worker trained every round on the honest replicas' model, bit for bit: whatever the
     # liar sent them (a tampered delta under a valid certificate, with `wrong-model`) was refused.
     digests = {line["round"]: line["modelDigest"] for line in honest_lines(tmp_path)}

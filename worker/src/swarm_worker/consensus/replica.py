@@ -108,6 +108,7 @@ class Replica(ReplicaMessages):
         self.last_fetch = 0.0
         #: The digest each view's leader claimed in the proposal this replica got from it.
         self.claimed: dict[int, bytes] = {}
+        self.commit_votes: dict[tuple[int, str], bytes] = {}
         index = replica_index(self.me, self.replicas)
         #: spec.simulation.byzantineReplicas: how this replica lies, if it is told to.
         self.attack = next((b.attack for b in spec.simulation.byzantine_replicas if b.replica == index), None)
@@ -206,6 +207,11 @@ class Replica(ReplicaMessages):
             self.fetch(proof.round + 1)
             return
         certificate = Certificate(point, proof.signatures)
+        for (view, replica), digest in self.commit_votes.items():
+            # One value per view can gather 2f + 1 PREPAREs; a COMMIT for another one in the view
+            # that committed had none behind it: its sender lied.
+            if view == proof.view and digest != proof.digest:
+                self.fault(replica, "wrong-commit")
         install(self.shell.state, self.commit.outer, speculation.books)
         self.commit_seconds.append(time.monotonic() - self.round_started)
         self.certificate = certificate
@@ -225,7 +231,7 @@ class Replica(ReplicaMessages):
         self.inputs, self.proposals, self.speculations = {}, {}, {}
         self.points = {proof.digest: self.points[proof.digest]} if proof.digest in self.points else {}
         self.proposed_in, self.round_started = None, now
-        self.claimed = {}
+        self.claimed, self.commit_votes = {}, {}
         early, self.early = self.early, []
         for sender, mesh in early:
             self.on_proposal(sender, mesh)

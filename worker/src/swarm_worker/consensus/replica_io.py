@@ -77,6 +77,8 @@ class ReplicaMessages(ABC):
     points: dict[bytes, CommitPoint]
     proposals: dict[bytes, list[Message]]
     claimed: dict[int, bytes]
+    #: (view, replica) -> the digest it sent COMMIT for, this round.
+    commit_votes: dict[tuple[int, str], bytes]
     certificate: Certificate | None
 
     @abstractmethod
@@ -192,6 +194,8 @@ class ReplicaMessages(ABC):
                 key.verify(f["sig"], point.signed_bytes())
                 if f["round"] == r.core.round and len(r.points) <= 2 * r.replicas:
                     r.points.setdefault(f["digest"], point)
+                if f["round"] == r.core.round and len(r.commit_votes) <= 4 * r.replicas:
+                    r.commit_votes.setdefault((f["view"], sender), f["digest"])
                 self.run(r.core.vote("commit", sender, f["view"], f["round"], f["digest"], f["sig"]))
             elif mesh.type == "viewchange":
                 vote = view_vote(mesh, sender, r.replicas)

@@ -93,7 +93,7 @@ class RootCommit:
         self.history = list(state["history"])
         self.elapsed_before = float(state["elapsed"])
         self._rewrite_metrics()
-        log.info("root: resumed from checkpoint at round %d", state["round"])
+        log.info("%s: resumed from checkpoint at round %d", self.rt.settings.node_id, state["round"])
         return theta, int(state["round"]), state
 
     def restore(self, links: Links, state: dict[str, Any] | None) -> None:
@@ -245,7 +245,8 @@ class RootCommit:
         write_termination_message(status, TERMINATION_LOG)
         links.finish("training finished")
         self.finished_at = time.monotonic()
-        log.info("root: finished %d rounds, accuracy %s", len(self.history), status["accuracy"])
+        me = self.rt.settings.node_id
+        log.info("%s: finished %d rounds, accuracy %s", me, len(self.history), status["accuracy"])
 
     def tick(self, links: Links, now: float) -> None:
         """After the end, answer stragglers with STOP for a moment, then exit."""
@@ -256,7 +257,8 @@ class RootCommit:
         """SIGTERM (a deleted pod, `swarm run` interrupted): keep the round reached."""
         if self.finished_at is None and links.state.theta is not None:
             self.checkpoint(links)
-            log.info("root: stopping at round %d, checkpoint written", links.state.round)
+            me = self.rt.settings.node_id
+            log.info("%s: stopping at round %d, checkpoint written", me, links.state.round)
 
 
 #: Kubernetes' default terminationMessagePath: the operator reads the final status from the pod
