@@ -159,7 +159,10 @@ class Replica(ReplicaMessages):
     def on_proposal(self, sender: str, mesh: Mesh) -> None:
         core, view, rnd = self.core, mesh.fields["view"], mesh.fields["round"]
         if (rnd, view) > (core.round, core.view):
-            if len(self.early) < MAX_EARLY:
+            # Kept only from the leader of its view, for the next round at most, one per sender:
+            # a liar cannot fill the buffer with proposals of views it will never lead.
+            if sender == leader_of(view, self.replicas) and rnd <= core.round + 1:
+                self.early = [(s, m) for s, m in self.early if s != sender][: MAX_EARLY - 1]
                 self.early.append((sender, mesh))
             return
         if (rnd, view) != (core.round, core.view):
