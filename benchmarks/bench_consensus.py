@@ -11,7 +11,7 @@ round (aggregation and outer step, the digest of θ), signs and exchanges two ro
 every replica sends the model down. Arms alternate their order from seed to seed. Round time: the
 root's wall clock between committed rounds (metrics.jsonl `wallSeconds`), median over rounds
 3..R (rounds 1-2 carry the start-up skew); the replicas' own figure: the mean time from a round's
-start to its commit (status `consensus.meanCommitSeconds`). Writes benchmarks/results/consensus.md
+proposal to its commit (status `consensus.meanCommitSeconds`). Writes benchmarks/results/consensus.md
 (not with --no-write).
 """
 
@@ -80,7 +80,7 @@ def report(args: argparse.Namespace, results: dict[int, dict[int, dict[str, Any]
             ]
         )
     table = markdown_table(
-        ["arm", "round time (s)", "final accuracy (%)", "start to commit (s)", "view changes"], rows
+        ["arm", "round time (s)", "final accuracy (%)", "proposal to commit (s)", "view changes"], rows
     )
     ratios = [results[s][4]["round_s"] / results[s][1]["round_s"] for s in seeds]
     return f"{head}\n\n{table}\n\nRound time R = 4 / R = 1 per seed: {mean_range(ratios, '{:.2f}')}x\n"

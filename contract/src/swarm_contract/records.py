@@ -81,7 +81,8 @@ class ConsensusStatus(_Record):
     leader: Annotated[str, Field(max_length=MAX_ID_LENGTH)]
     #: Views entered after view 0: each one a leader that failed to commit in time.
     view_changes: Count = 0
-    #: Seconds from the round's proposal (or first vote seen) to its commit, last round and mean.
+    #: Seconds from a round's proposal (sent, or first received by this replica) to its commit:
+    #: the consensus latency, of the last round and the mean over the run.
     last_commit_seconds: Annotated[float, Field(ge=0)] = 0.0
     mean_commit_seconds: Annotated[float, Field(ge=0)] = 0.0
     #: Replica id -> what it was caught doing -> times ("wrong-model": its proposal's claimed

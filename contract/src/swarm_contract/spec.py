@@ -198,7 +198,7 @@ class Checkpoint(_Section):
 class Consensus(_Section):
     #: Root replicas: 1, or 3f + 1 to tolerate f crashed or lying ones (docs/consensus.md).
     replicas: Annotated[int, Field(ge=1, le=31)] = 1
-    #: Seconds without a commit of the awaited round before a replica votes for the next leader.
+    #: Seconds without a commit, once the round is ready (all reported or deadline), before a view change.
     view_timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = 10.0
 
 

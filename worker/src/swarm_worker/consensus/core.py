@@ -91,8 +91,8 @@ class ReplicaCore:
         self.lock: Proof | None = None
         self.committed: Proof | None = None
         self.voted: dict[tuple[str, int], bytes] = {}  # (phase, view) -> the digest this replica voted
-        #: When this round's view timer started: at its first input (`heard`), not at its opening
-        #: (the children may take long to train it, or to start).
+        #: When this round's view timer started (`heard`): when the round is ready here or a
+        #: proposal came, not at its opening (the children may take long to train it, or to start).
         self.timer_start: float | None = None
         self.last_resend = now
         self.attempts = 0  # view changes within this round: the timeout doubles with each
@@ -148,7 +148,7 @@ class ReplicaCore:
         return [SendVote("prepare", view, round_index, digest)]
 
     def heard(self, now: float) -> None:
-        """The round's first input (a child's update, a proposal) arrived: its view timer starts."""
+        """The round is ready at this replica, or a proposal for it came: its view timer starts."""
         if self.timer_start is None:
             self.timer_start = self.last_resend = now
 

@@ -1,7 +1,8 @@
 """A root replica (`spec.consensus.replicas` R = 3f + 1 > 1): the root's rounds under agreement.
 
-Each replica is a whole root (consensus.root_commit's RootCommit: outer step, evaluation, checkpoints, status)
-whose children, the top-level nodes, send every signed update to all R replicas. A round commits
+Each replica is a whole root (consensus.root_commit: outer step, evaluation, checkpoints, status)
+whose children, the top-level nodes, send every signed update to all R replicas
+(consensus.replica_shell). A round commits
 only through consensus.core: the leader of the view, once its round is ready (quorum or deadline),
 proposes the updates it took; every replica checks each child's signature and evaluates exactly
 those updates (consensus.speculation, leaving its state untouched); it votes PREPARE on the digest
@@ -9,9 +10,10 @@ of the commit point it computed, COMMIT once 2f + 1 agree, and applies the outco
 2f + 1 COMMITs are in. Every replica then sends θ_{r+1} to the children with the certificate those
 votes make, and the children apply the first copy whose certificate checks (node.certified).
 
-A replica whose leader's claimed digest differs from what the inputs give records the leader's
-`wrong-model` fault; one voting for another value than the committed one records `disagreed`:
-both in the status (`consensus.faults`). A silent or lying leader is replaced by a view change.
+A replica records the faults it can prove (`consensus.faults` in the status): a leader whose
+claimed digest is not what its inputs give (`wrong-model`), that proposed one value and voted
+another (`equivocated`); a replica that sent COMMIT for another value than the one committed in
+that view (`wrong-commit`), or a bad signature. A silent or lying leader is replaced by a view change.
 A replica that lags (restarted, or its messages lost) gets the last certificate from the others
 and, if it cannot evaluate that value, fetches their state (consensus.transfer).
 """
@@ -30,11 +32,11 @@ from swarm_worker.consensus.core import ReplicaCore
 from swarm_worker.consensus.effects import Proof
 from swarm_worker.consensus.mesh import ReplicaMesh
 from swarm_worker.consensus.replica_io import ReplicaMessages
+from swarm_worker.consensus.replica_shell import ReplicaShell
 from swarm_worker.consensus.root_commit import RootCommit
 from swarm_worker.consensus.speculation import Speculation, evaluate, install
 from swarm_worker.consensus.wire import MAX_MESH_HEADER, Mesh
 from swarm_worker.maths.compression import SparseVector
-from swarm_worker.node.aggregating import AggregatorShell, RoundSink
 from swarm_worker.node.runtime import NodeRuntime
 from swarm_worker.protocol.certificate import Certificate, CommitPoint
 from swarm_worker.protocol.codec import Message
@@ -48,29 +50,6 @@ MAX_EARLY = 16
 FETCH_INTERVAL_S = 2.0
 
 
-class ReplicaShell(AggregatorShell):
-    """The aggregating shell of a replica: children's updates must be signed; only the leader
-    closes a round, by proposing it."""
-
-    replica: Replica | None = None
-
-    def on_child(self, msg: Message) -> None:
-        keys = self.rt.keys
-        if msg.type == "update":
-            key = keys.child_verify.get(msg.node) if keys is not None else None
-            if key is None or not verify_update(msg, key):
-                self.rt.metrics.dropped("signature")
-                return
-        super().on_child(msg)
-        if msg.type == "update" and self.replica is not None and msg.node in self.state.pending:
-            self.replica.inputs.setdefault(msg.node, msg)
-            self.replica.core.heard(time.monotonic())
-
-    def _close_round(self, sink: RoundSink) -> None:
-        if self.replica is not None:
-            self.replica.leader_ready()
-
-
 class Replica(ReplicaMessages):
     """The sink of a replica's shell: agreement, then RootCommit's commit (see the module)."""
 
@@ -81,9 +60,8 @@ class Replica(ReplicaMessages):
         self.rt, self.shell, self.commit, self.spec = rt, shell, commit, spec
         self.job, self.me, self.replicas = rt.settings.job, rt.settings.node_id, spec.consensus.replicas
         now = time.monotonic()
-        self.core = ReplicaCore(
-            self.me, self.replicas, spec.consensus.view_timeout_seconds, shell.state.round, now
-        )
+        timeout = spec.consensus.view_timeout_seconds
+        self.core = ReplicaCore(self.me, self.replicas, timeout, shell.state.round, now)
         self.mesh = ReplicaMesh(
             rt.keys,
             rt.settings.bind_host,
@@ -103,8 +81,9 @@ class Replica(ReplicaMessages):
         #: The certificate of the model this replica holds (None before its first commit).
         self.certificate: Certificate | None = None
         self.faults: dict[str, Counter[str]] = {}
+        #: Seconds from each round's proposal (sent or first received here) to its commit.
         self.commit_seconds: list[float] = []
-        self.round_started = now
+        self.proposal_at: float | None = None
         self.last_fetch = 0.0
         #: The digest each view's leader claimed in the proposal this replica got from it.
         self.claimed: dict[int, bytes] = {}
@@ -118,8 +97,11 @@ class Replica(ReplicaMessages):
     # -- the leader -----------------------------------------------------------------------------
 
     def leader_ready(self) -> None:
-        """The shell's round is ready (quorum or deadline): the leader proposes what it took."""
+        """The shell's round is ready (every child reported, or the deadline passed with a quorum):
+        the leader proposes what it took. An honest leader's round is ready about now too, so every
+        replica's view timer starts here (a leader waiting out a slow child is no failed leader)."""
         core = self.core
+        core.heard(time.monotonic())
         if not core.is_leader or core.changing_view or self.proposed_in == core.view or core.committed:
             return
         inputs = [self.inputs[c] for c in sorted(self.shell.state.pending) if c in self.inputs]
@@ -134,6 +116,7 @@ class Replica(ReplicaMessages):
         digest = speculation.outcome.point.digest()
         claimed = self.lie(digest)
         self.proposed_in = core.view
+        self.proposal_at = self.proposal_at or time.monotonic()
         if self.attack == "equivocate" and len(inputs) > 1:  # half the replicas get one input less
             peers = sorted(self.mesh.dealers)
             other = self.evaluate(inputs[:-1])
@@ -168,6 +151,7 @@ class Replica(ReplicaMessages):
         if (rnd, view) != (core.round, core.view):
             return
         core.heard(time.monotonic())
+        self.proposal_at = self.proposal_at or time.monotonic()
         if sender != leader_of(view, self.replicas):
             self.fault(sender, "not-leader")
             return
@@ -216,7 +200,10 @@ class Replica(ReplicaMessages):
             if view == proof.view and digest != proof.digest:
                 self.fault(replica, "wrong-commit")
         install(self.shell.state, self.commit.outer, speculation.books)
-        self.commit_seconds.append(time.monotonic() - self.round_started)
+        if self.proposal_at is not None:
+            seconds = time.monotonic() - self.proposal_at
+            self.commit_seconds.append(seconds)
+            self.rt.metrics.consensus_seconds.observe(seconds)
         self.certificate = certificate
         outcome = speculation.outcome
         if self.attack == "wrong-model" and outcome.delta_tensors is not None:
@@ -233,13 +220,16 @@ class Replica(ReplicaMessages):
         self.core.advance(round_index, now, proof)
         self.inputs, self.proposals, self.speculations = {}, {}, {}
         self.points = {proof.digest: self.points[proof.digest]} if proof.digest in self.points else {}
-        self.proposed_in, self.round_started = None, now
+        self.proposed_in, self.proposal_at = None, None
+        if isinstance(self.shell, ReplicaShell):
+            self.shell.take_ahead(round_index)
         self.claimed, self.commit_votes = {}, {}
         early, self.early = self.early, []
         for sender, mesh in early:
             self.on_proposal(sender, mesh)
 
     def entered_view(self) -> None:
+        self.rt.metrics.view_changes.inc()
         early, self.early = self.early, []
         for sender, mesh in early:
             self.on_proposal(sender, mesh)

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import zmq
 
-from swarm_worker.consensus.replica import Replica, ReplicaShell
+from swarm_worker.consensus.replica import Replica
+from swarm_worker.consensus.replica_shell import ReplicaShell
 from swarm_worker.consensus.root_commit import RootCommit
 from swarm_worker.node.runtime import NodeRuntime
 
