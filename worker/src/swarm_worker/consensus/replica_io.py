@@ -49,6 +49,7 @@ from swarm_worker.protocol.certificate import (
     Certificate,
     CommitPoint,
     certificate_to_wire,
+    quorum_refusal,
     sign_point,
     verify_certificate,
 )
@@ -228,17 +229,7 @@ class ReplicaMessages(ABC):
 
     def _valid_lock(self, lock: Proof) -> bool:
         message = prepare_bytes(self.job, lock.view, lock.round, lock.digest)
-        good = set()
-        for replica, sig in lock.signatures:
-            key = self.keys.replica_verify.get(replica)
-            if key is None or replica in good:
-                continue
-            try:
-                key.verify(sig, message)
-            except InvalidSignature:
-                continue
-            good.add(replica)
-        return len(good) >= self.quorum
+        return quorum_refusal(lock.signatures, message, self.keys.replica_verify, self.quorum) is None
 
     def _certificate(self, sender: str, cert: Certificate) -> None:
         r = self

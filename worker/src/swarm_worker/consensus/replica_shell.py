@@ -44,15 +44,20 @@ class ReplicaShell(AggregatorShell):
             if msg.round == self.state.round + 1 and self.state.knows(msg.node):
                 self.ahead.setdefault(msg.node, msg)  # at most one per child of the tree
                 return
+        self._take(msg)
+
+    def _take(self, msg: Message) -> None:
+        """A message whose signature (an update's) was checked."""
         super().on_child(msg)
         if msg.type == "update" and self.replica is not None and msg.node in self.state.pending:
             self.replica.inputs.setdefault(msg.node, msg)
 
     def take_ahead(self, round_index: int) -> None:
+        """The kept updates of the round this replica now holds (their signatures checked already)."""
         ahead, self.ahead = self.ahead, {}
         for msg in ahead.values():
             if msg.round == round_index:
-                self.on_child(msg)
+                self._take(msg)
 
     def _close_round(self, sink: RoundSink) -> None:
         if self.replica is not None:

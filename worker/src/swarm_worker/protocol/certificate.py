@@ -25,7 +25,7 @@ with (`model_mismatch`) and the signatures (`verify_certificate`).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import astuple, dataclass
 from typing import Any, Final
 
@@ -45,6 +45,7 @@ __all__ = [
     "certificate_from_wire",
     "certificate_to_wire",
     "model_mismatch",
+    "quorum_refusal",
     "sign_point",
     "tensors_digest",
     "theta_digest",
@@ -117,12 +118,23 @@ def verify_certificate(
 ) -> str | None:
     """None when at least `quorum` distinct replicas of `verify_keys` signed `cert.point` validly;
     else the reason (see the module docstring): "unknown-signer", "duplicate-signer", "signature"
-    or "quorum". Stops verifying once the quorum is reached."""
-    message = cert.point.signed_bytes()
+    or "quorum"."""
+    return quorum_refusal(cert.signatures, cert.point.signed_bytes(), verify_keys, quorum)
+
+
+def quorum_refusal(
+    signatures: Sequence[tuple[str, bytes]],
+    message: bytes,
+    verify_keys: Mapping[str, Ed25519PublicKey],
+    quorum: int,
+) -> str | None:
+    """None when at least `quorum` distinct signers of `verify_keys` signed `message` validly
+    (a certificate's COMMIT signatures, or a lock's PREPARE ones); else the reason of the first bad
+    signature, or "quorum". Stops verifying once the quorum is reached."""
     good: set[str] = set()
     seen: set[str] = set()
     problem: str | None = None
-    for replica, signature in cert.signatures:
+    for replica, signature in signatures:
         if len(good) >= quorum:
             break
         key = verify_keys.get(replica)
