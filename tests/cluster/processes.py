@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -17,10 +18,21 @@ from typing import Any
 STOP_TIMEOUT_S = 15.0
 
 
+#: Where free_port looks: below Linux's ephemeral range (32768-60999 by default). A port the kernel
+#: handed out as free is also the next local port of some outgoing connection (the apiserver's to
+#: etcd, kubelets' to the apiserver), which can take it before our server binds it ("address
+#: already in use"); a port outside that range is only ever taken by a server that asks for it.
+LISTEN_PORTS = range(20000, 32000)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    """A port no socket on `host` holds now, outside the ephemeral range (see LISTEN_PORTS)."""
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.choice(LISTEN_PORTS)
+        if port_is_free(host, port):
+            return port
+    raise OSError(f"no free port in {LISTEN_PORTS.start}-{LISTEN_PORTS.stop - 1} on {host}")
 
 
 def port_is_free(host: str, port: int) -> bool:

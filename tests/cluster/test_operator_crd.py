@@ -21,9 +21,8 @@ pytestmark = [pytest.mark.cluster, pytest.mark.skipif(bool(NOT_BUILT), reason=NO
 
 REPO = Path(__file__).resolve().parents[2]
 CRD = REPO / "crds" / "swarmtraining.yaml"
-#: Every example the operator runs; replicated.yaml (4 root replicas) is for `swarm run` only, and
-#: the apiserver refuses it (INVALID's "root-replicas").
-EXAMPLES = sorted(p for p in (REPO / "examples").glob("*.yaml") if p.name != "replicated.yaml")
+#: Every example: the operator runs each of them.
+EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
 NAMESPACE = "crd-test"
 
 
@@ -107,9 +106,9 @@ INVALID = [
         ["spec.simulation.byzantine", "not a rank below workers.replicas"],
     ),
     (
-        "root-replicas",
-        _with("spec.consensus", {"replicas": 4}),
-        ["spec.consensus.replicas", "runs with `swarm run` only so far"],
+        "ports-clash",
+        _with("spec.network", {"consensusPort": 5555}),
+        ["spec.network", "dataPort, metricsPort and consensusPort must differ"],
     ),
     (
         "bad-enum",

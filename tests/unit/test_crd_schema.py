@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from swarm_contract.spec import API_GROUP, API_VERSION, KIND, SwarmSpec
-from swarm_operator import crdgen
+from swarm_operator import crd_rules, crdgen
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_FILE = ROOT / "crds" / "swarmtraining.yaml"
@@ -201,7 +201,7 @@ def test_byzantine_ranks_are_a_list_map(crd_spec: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["digits", "a", "x" * crdgen.MAX_NAME_LENGTH],
+    ["digits", "a", "x" * crd_rules.MAX_NAME_LENGTH],
     ids=["word", "one-letter", "longest"],
 )
 def test_longest_job_name_gives_legal_pod_host_names(name: str) -> None:

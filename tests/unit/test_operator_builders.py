@@ -8,18 +8,10 @@ import pytest
 import yaml
 
 from swarm_contract.manifest import parse_manifest, parse_spec
-from swarm_contract.spec import SwarmSpec
+from swarm_contract.spec import SpecError, SwarmSpec
 from swarm_contract.topology import plan_tree
-from swarm_operator.builders import (
-    build_configmap,
-    build_pod,
-    build_pods,
-    build_secret,
-    build_service,
-    creation_order,
-    node_command,
-    tree_of,
-)
+from swarm_operator.builders import build_configmap, build_secret, build_service, tree_of
+from swarm_operator.pods import build_pod, build_pods, node_command, pod_nodes
 from swarm_operator.resources import GPU_RESOURCE, cpu_threads, gpu_resources
 from swarm_operator.settings import Settings, SettingsError
 
@@ -430,11 +422,47 @@ def test_one_pod_per_tree_node_parents_first(replicas: int, branching: int, pods
     names = [p["metadata"]["name"] for p in built]
     assert len(names) == len(set(names)) == pods
     tree = plan_tree(replicas, branching)
-    position = {n.id: i for i, n in enumerate(creation_order(tree))}
+    position = {n.id: i for i, n in enumerate(pod_nodes(spec))}
     for node in tree.nodes.values():
         if node.parent is not None:
             assert position[node.parent] < position[node.id]
-    assert next(n.id for n in creation_order(tree)) == "root"
+    assert next(n.id for n in pod_nodes(spec)) == "root"
+
+
+REPLICATED = {"consensus": {"replicas": 4}, "checkpoint": {"claimName": "ckpt"}}
+
+
+def test_root_replicas_are_pods_that_reach_each_other_on_the_consensus_port() -> None:
+    spec = _spec(**REPLICATED)  # root <- agg-0, agg-1 <- 8 workers; 3 more root replicas
+    pods = {p["metadata"]["labels"]["swarm.ncrsh.io/node"]: p for p in build_pods(spec, OWNER)}
+    assert list(pods)[:4] == ["root", "root-1", "root-2", "root-3"]  # before the children dial them
+    assert len(pods) == len(tree_of(spec).nodes) + 3
+    replica = pods["root-2"]
+    assert replica["metadata"]["name"] == "digits-root-2"
+    assert replica["metadata"]["labels"]["swarm.ncrsh.io/role"] == "root"
+    (container,) = replica["spec"]["containers"]
+    argv = container["command"]
+    assert argv[argv.index("--consensus-port") + 1] == "5556"
+    peers = dict(p.split("=") for p in argv[argv.index("--peers") + 1].split(","))
+    assert peers == {r: f"digits-{r}.digits.ml.svc:5556" for r in ("root", "root-1", "root-3")}
+    assert {"name": "consensus", "containerPort": 5556, "protocol": "TCP"} in container["ports"]
+    # Only `root` mounts the claim: R pods cannot share one ReadWriteOnce volume.
+    claims = {n: [v for v in p["spec"]["volumes"] if "persistentVolumeClaim" in v] for n, p in pods.items()}
+    assert [n for n, c in claims.items() if c] == ["root"]
+    checkpoints = [v for v in replica["spec"]["volumes"] if v["name"] == "checkpoints"]
+    assert checkpoints == [{"name": "checkpoints", "emptyDir": {}}]
+    # Every child of the root talks to all four; nobody else opens a consensus port.
+    child = pods["agg-1"]["spec"]["containers"][0]
+    assert child["command"][child["command"].index("--replicas") + 1].count("=") == 4
+    assert "consensus" not in {p["name"] for p in child["ports"]}
+    service_ports = {p["name"]: p["port"] for p in build_service(spec, OWNER)["spec"]["ports"]}
+    assert service_ports["consensus"] == 5556
+    assert "consensus" not in {p["name"] for p in build_service(_spec(), OWNER)["spec"]["ports"]}
+
+
+def test_ports_must_differ() -> None:
+    with pytest.raises(SpecError, match="network: dataPort, metricsPort and consensusPort must differ"):
+        _spec(network={"consensusPort": 9090})
 
 
 def test_each_pod_mounts_only_its_own_secret_key_and_the_public_keys_it_needs() -> None:

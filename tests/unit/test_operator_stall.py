@@ -33,7 +33,7 @@ def _root(round_: int) -> RootStatus:
 
 
 def _tick(status: dict[str, Any], round_: int, now: datetime) -> Any:
-    return reconcile(SPEC, TREE, _pods(), _root(round_), status, now=now, generation=1, settings=Settings())
+    return reconcile(SPEC, _pods(), _root(round_), status, now=now, generation=1, settings=Settings())
 
 
 def _progressing(status: dict[str, Any]) -> tuple[str, str]:
@@ -78,6 +78,6 @@ def test_a_stuck_round_is_reported_once_and_clears_when_the_round_moves() -> Non
 def test_an_unreadable_root_neither_moves_nor_stalls_the_round() -> None:
     status = {"phase": "Running", "startTime": iso(T0), "round": 2, "roundChangedAt": iso(T0)}
     later = T0 + timedelta(seconds=10 * STALL_FLOOR_S)
-    actions = reconcile(SPEC, TREE, _pods(), None, status, now=later, generation=1, settings=Settings())
+    actions = reconcile(SPEC, _pods(), None, status, now=later, generation=1, settings=Settings())
     assert "roundChangedAt" not in actions.status
     assert _progressing(actions.status) == ("True", "RoundAdvancing")

@@ -73,7 +73,7 @@ def _record(node_id: str, **kw: Any) -> NodeRecord:
 def test_job_phase(
     previous: str | None, root_pod: PodObservation | None, root: RootStatus | None, expected: str
 ) -> None:
-    assert job_phase(previous, root_pod, root) == expected
+    assert job_phase(previous, [] if root_pod is None else [root_pod], root) == expected
 
 
 def test_conditions_keep_transition_time_while_unchanged() -> None:
@@ -104,7 +104,7 @@ def test_counts() -> None:
     pods = _all_running()
     pods["worker-3"] = _obs("worker-3", ready=False)
     del pods["agg-1"]
-    assert counts(TREE, pods) == {
+    assert counts(TREE.nodes.values(), pods) == {
         "workers": 4,
         "readyWorkers": 3,
         "ready": "3/4",
@@ -123,7 +123,7 @@ def test_nodes_merge_pods_restarts_and_reputation_least_healthy_first() -> None:
         ]
     )
     book = RestartBook(by_node={"worker-3": 1}, last_failure={"worker-3": "OOMKilled: exit code 137"})
-    nodes, omitted = node_entries(TREE, pods, root, book, [], max_nodes=3)
+    nodes, omitted = node_entries(TREE.nodes.values(), pods, root, book, [], max_nodes=3)
     assert omitted == 4
     assert [n["id"] for n in nodes] == ["worker-0", "worker-2", "worker-3"]
     assert nodes[0]["quarantined"] is True
@@ -143,7 +143,7 @@ def test_nodes_merge_pods_restarts_and_reputation_least_healthy_first() -> None:
 
 def test_reputation_is_carried_over_when_root_is_unreachable() -> None:
     previous = [{"id": "worker-1", "reputation": 0.5, "lastRound": 7}]
-    nodes, _ = node_entries(TREE, _all_running(), None, RestartBook(), previous, max_nodes=100)
+    nodes, _ = node_entries(TREE.nodes.values(), _all_running(), None, RestartBook(), previous, max_nodes=100)
     entry = next(n for n in nodes if n["id"] == "worker-1")
     assert (entry["reputation"], entry["lastRound"]) == (0.5, 7)
 
@@ -151,7 +151,7 @@ def test_reputation_is_carried_over_when_root_is_unreachable() -> None:
 def _tick(
     pods: dict[str, PodObservation], root: RootStatus | None, status: dict[str, Any], spec: Any = SPEC
 ) -> Any:
-    return reconcile(spec, TREE, pods, root, status, now=NOW, generation=2, settings=Settings())
+    return reconcile(spec, pods, root, status, now=NOW, generation=2, settings=Settings())
 
 
 def test_healthy_running_tick_writes_progress_and_no_actions() -> None:
@@ -188,7 +188,6 @@ def test_failed_worker_is_deleted_and_later_recreated() -> None:
     del pods["worker-1"]
     later = reconcile(
         SPEC,
-        TREE,
         pods,
         _root(),
         {**first.status},
@@ -226,7 +225,6 @@ def test_success_cleans_up_stragglers_and_ttl_deletes_the_job() -> None:
     assert done.delete_job is False
     later = reconcile(
         spec,
-        TREE,
         pods,
         None,
         {**done.status},
@@ -246,7 +244,6 @@ def test_finished_job_never_replaces_pods() -> None:
 def test_status_nodes_are_bounded_by_settings() -> None:
     actions = reconcile(
         SPEC,
-        TREE,
         _all_running(),
         None,
         {"phase": "Running"},

@@ -20,7 +20,8 @@ from swarm_contract.restarts import (
 )
 from swarm_contract.spec import RestartPolicy, SwarmSpec
 from swarm_contract.topology import bottom_aggregators, plan_tree
-from swarm_operator.builders import node_command, tree_of
+from swarm_operator.builders import tree_of
+from swarm_operator.pods import node_command
 from swarm_worker.cli import build_parser
 from swarm_worker.local.launcher import LocalSwarm, SwarmFailedError
 

@@ -22,6 +22,7 @@ the other replicas' consensus ports. The flags are those of `swarm node`
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 from swarm_contract.consensus import replica_ids, replica_index
 from swarm_contract.spec import SwarmSpec
@@ -41,6 +42,17 @@ def process_ids(spec: SwarmSpec) -> list[str]:
     ...: each binds a data port its children dial)."""
     tree = plan_tree(spec.workers.replicas, spec.topology.branching_factor)
     return [*tree.nodes, *replica_ids(spec.consensus.replicas)[1:]]
+
+
+def process_node(spec: SwarmSpec, process_id: str) -> TreeNode:
+    """The tree node a process runs as: its own, or for a root replica the root's under the
+    replica's id (same role, level and children). KeyError for an id of neither."""
+    tree = plan_tree(spec.workers.replicas, spec.topology.branching_factor)
+    if process_id in tree.nodes:
+        return tree.nodes[process_id]
+    if replica_index(process_id, spec.consensus.replicas) is None:
+        raise KeyError(f"no node or root replica {process_id!r} in the job")
+    return replace(tree.node(ROOT_ID), id=process_id)
 
 
 def needs_replicas(spec: SwarmSpec, node: TreeNode) -> bool:

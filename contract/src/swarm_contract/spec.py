@@ -212,6 +212,9 @@ class RestartPolicy(_Section):
 class Network(_Section):
     data_port: Annotated[int, Field(ge=1024, le=65535)] = 5555
     metrics_port: Annotated[int, Field(ge=1024, le=65535)] = 9090
+    #: A root replica's port for the other replicas (prepare, commit, view change, state transfer);
+    #: only opened with `consensus.replicas` > 1.
+    consensus_port: Annotated[int, Field(ge=1024, le=65535)] = 5556
     #: Largest frame any node accepts; ZeroMQ drops a bigger message (and the peer's connection)
     #: before it is read. Unset: derived from the model, 4 x its dense fp32 size + 4 MiB for the
     #: header frame (swarm_worker.protocol.transport.effective_max_message_bytes).
@@ -257,6 +260,9 @@ class SwarmSpec(_Section):
         if len(liars) > tolerated_faults(r):
             f = tolerated_faults(r)
             raise ValueError(f"simulation.byzantineReplicas: {len(liars)} liars, {r} replicas tolerate {f}")
+        net = self.network
+        if len({net.data_port, net.metrics_port, net.consensus_port}) != 3:
+            raise ValueError("network: dataPort, metricsPort and consensusPort must differ")
         if len({b.worker for b in self.simulation.byzantine}) != len(self.simulation.byzantine):
             raise ValueError("simulation.byzantine lists a worker twice")
         return self

@@ -34,6 +34,7 @@ from pydantic import BaseModel
 
 from swarm_contract.records import NodeRecord, RootStatus
 from swarm_contract.spec import API_GROUP, API_VERSION, KIND, SwarmSpec
+from swarm_operator.crd_rules import NAME_RULE, SPEC_RULES
 from swarm_operator.openapi import convert_model
 from swarm_operator.status import PROGRESS_FIELDS
 
@@ -41,54 +42,7 @@ PLURAL = "swarmtrainings"
 SINGULAR = "swarmtraining"
 SHORT_NAMES = ["swt"]
 CRD_NAME = f"{PLURAL}.{API_GROUP}"
-#: Longest job name: `<job>-worker-1023` must stay a 63-character DNS label (pod host name).
-MAX_NAME_LENGTH = 51
 PHASES = ["Pending", "Running", "Succeeded", "Failed"]
-
-_NAME_RULE = {
-    "rule": f"self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$') && "
-    f"size(self.metadata.name) <= {MAX_NAME_LENGTH}",
-    "message": f"metadata.name must be a DNS-1035 label of at most {MAX_NAME_LENGTH} characters "
-    "(it names the headless Service and prefixes every pod's host name)",
-}
-# The apiserver checks these rules against `spec`'s own `default: {}` when the CRD is created, before
-# any nested default is filled in: every rule must hold for a spec whose sections are all absent,
-# hence the `has(self.<section>)` guards (a missing key is an error in CEL, not false).
-_SPEC_RULES = [
-    {
-        "rule": "!has(self.training) || !has(self.training.minPeers) || "
-        "self.training.minPeers <= self.workers.replicas",
-        "message": "training.minPeers exceeds workers.replicas",
-        "fieldPath": ".training.minPeers",
-    },
-    {
-        "rule": "!has(self.simulation) || !has(self.simulation.byzantine) || "
-        "self.simulation.byzantine.all(b, b.worker < self.workers.replicas)",
-        "message": "simulation.byzantine worker is not a rank below workers.replicas",
-        "fieldPath": ".simulation.byzantine",
-    },
-    {
-        # The spec allows 3f + 1 replicas (`swarm run` runs them); the operator runs one root so far.
-        "rule": "!has(self.consensus) || !has(self.consensus.replicas) || self.consensus.replicas == 1",
-        "message": "consensus.replicas > 1 runs with `swarm run` only so far: the operator runs one root",
-        "fieldPath": ".consensus.replicas",
-    },
-    {
-        "rule": "!has(self.simulation) || !has(self.simulation.byzantineReplicas) || "
-        "self.simulation.byzantineReplicas.all(b, b.replica < "
-        "(has(self.consensus) && has(self.consensus.replicas) ? self.consensus.replicas : 1))",
-        "message": "simulation.byzantineReplicas replica is not an index below consensus.replicas",
-        "fieldPath": ".simulation.byzantineReplicas",
-    },
-    {
-        "rule": "(!has(self.workers) || self.workers == oldSelf.workers) && "
-        "(!has(self.topology) || self.topology == oldSelf.topology) && "
-        "(!has(self.network) || self.network == oldSelf.network) && "
-        "(!has(self.consensus) || self.consensus == oldSelf.consensus)",
-        "message": "workers, topology, network and consensus are immutable: they shape the tree of "
-        "pods; delete and recreate the SwarmTraining instead",
-    },
-]
 
 
 def spec_schema() -> dict[str, Any]:
@@ -104,7 +58,7 @@ def spec_schema() -> dict[str, Any]:
     liars = out["properties"]["simulation"]["properties"]["byzantineReplicas"]
     liars["x-kubernetes-list-type"] = "map"
     liars["x-kubernetes-list-map-keys"] = ["replica"]
-    out["x-kubernetes-validations"] = _SPEC_RULES
+    out["x-kubernetes-validations"] = SPEC_RULES
     return out
 
 
@@ -131,11 +85,18 @@ def _status_properties(model: type[BaseModel]) -> dict[str, Any]:
     converted = convert_model(schema, schema.get("$defs", {}), model.__name__)["properties"]
     out: dict[str, Any] = {}
     for name, node in converted.items():
-        node = {k: v for k, v in node.items() if k != "default"}
+        node = _without_defaults(node)
         if any(branch.get("type") == "null" for branch in schema["properties"][name].get("anyOf", [])):
             node["nullable"] = True
         out[name] = node
     return out
+
+
+def _without_defaults(node: Any) -> Any:
+    """A schema node with every `default` removed, nested ones included."""
+    if isinstance(node, dict):
+        return {k: _without_defaults(v) for k, v in node.items() if k != "default"}
+    return [_without_defaults(v) for v in node] if isinstance(node, list) else node
 
 
 def _node_schema() -> dict[str, Any]:
@@ -276,7 +237,7 @@ def crd() -> dict[str, Any]:
                                 "spec": spec_schema(),
                                 "status": status_schema(),
                             },
-                            "x-kubernetes-validations": [_NAME_RULE],
+                            "x-kubernetes-validations": [NAME_RULE],
                         }
                     },
                 }

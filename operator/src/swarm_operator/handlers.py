@@ -12,8 +12,9 @@ Run it with `python -m swarm_operator` (reads Settings, then execs `kopf run`), 
   restarts mid-creation adds nothing twice; on resume of a started job, missing pods are left to
   the restart logic and its budget.
 - `keep_swarm` (a daemon per SwarmTraining, one tick every `sync_interval_seconds`): reads the
-  pods and the root's /status, calls `reconcile`, patches status, replaces pods, emits events,
-  deletes the job once its TTL after finishing ran out. All state it needs is in the status.
+  pods and the root's /status (every root replica's: swarm_operator.replicas), calls `reconcile`,
+  patches status, replaces pods, emits events, deletes the job once its TTL after finishing ran
+  out. All state it needs is in the status.
 """
 
 from __future__ import annotations
@@ -28,19 +29,13 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
+from swarm_contract.command import process_ids, process_node
 from swarm_contract.labels import JOB_LABEL
 from swarm_contract.manifest import parse_spec
+from swarm_contract.records import RootStatus
 from swarm_contract.spec import API_GROUP, API_VERSION, SpecError, SwarmSpec
-from swarm_contract.topology import ROOT_ID
 from swarm_operator import metrics
-from swarm_operator.builders import (
-    build_configmap,
-    build_pod,
-    build_pods,
-    build_secret,
-    build_service,
-    tree_of,
-)
+from swarm_operator.builders import build_configmap, build_secret, build_service, tree_of
 from swarm_operator.crdgen import PLURAL
 from swarm_operator.netpol import build_network_policy
 from swarm_operator.observe import (
@@ -51,7 +46,9 @@ from swarm_operator.observe import (
     owned_by,
     root_status_url,
 )
+from swarm_operator.pods import build_pod, build_pods
 from swarm_operator.reconcile import Actions, reconcile
+from swarm_operator.replicas import agreed_status, replica_pods
 from swarm_operator.restarts import iso
 from swarm_operator.settings import Settings
 from swarm_operator.status import TERMINAL_PHASES
@@ -164,7 +161,7 @@ def create_children(
         phase="Pending", startTime=iso(_now()), workers=len(tree.workers), ready=f"0/{len(tree.workers)}"
     )
     logger.info("created %d pods for %d workers", created, parsed.workers.replicas)
-    kopf.info(body, reason="Created", message=f"created the swarm: {len(tree.nodes)} pods")
+    kopf.info(body, reason="Created", message=f"created the swarm: {len(process_ids(parsed))} pods")
 
 
 def _now() -> datetime:
@@ -188,9 +185,8 @@ def _apply(
         except ApiException as e:
             if e.status != 404:
                 raise
-    tree = tree_of(parsed)
     for node_id in actions.create:
-        node = tree.node(node_id)
+        node = process_node(parsed, node_id)
         if _create(core.create_namespaced_pod, namespace, build_pod(parsed, body, node, memo.settings)):
             metrics.PODS_CREATED.labels(node.role).inc()
     for event in actions.events:
@@ -199,6 +195,18 @@ def _apply(
             metrics.POD_REPLACEMENTS.labels(event.reason.removeprefix("Node")).inc()
     if actions.delete_job:
         custom.delete_namespaced_custom_object(API_GROUP, API_VERSION, namespace, PLURAL, name)
+
+
+def _root_status(pod: PodObservation, spec: SwarmSpec, settings: Settings) -> RootStatus | None:
+    """A root replica's /status while its pod runs, the one it left when it finished, else None."""
+    if pod.ip and pod.phase == "Running":
+        found = fetch_root_status(
+            root_status_url(pod.ip, spec.network.metrics_port), settings.status_timeout_seconds
+        )
+        if found is None:
+            metrics.ROOT_STATUS_ERRORS.inc()
+        return found
+    return final_root_status(pod)
 
 
 def tick(
@@ -217,21 +225,12 @@ def tick(
         return  # create_children reported it
     settings: Settings = memo.settings
     pods = _pods_of(index, namespace, name, str(body.metadata.uid))
-    root_pod = pods.get(ROOT_ID)
-    root = None
-    if root_pod is not None and root_pod.ip and root_pod.phase == "Running":
-        root = fetch_root_status(
-            root_status_url(root_pod.ip, parsed.network.metrics_port), settings.status_timeout_seconds
-        )
-        if root is None:
-            metrics.ROOT_STATUS_ERRORS.inc()
-    elif root_pod is not None:
-        root = final_root_status(root_pod)
+    found = (_root_status(p, parsed, settings) for p in replica_pods(pods, parsed.consensus.replicas))
+    statuses = [s for s in found if s is not None]
     actions = reconcile(
         parsed,
-        tree_of(parsed),
         pods,
-        root,
+        agreed_status(statuses, parsed.consensus.replicas),
         status,
         now=_now(),
         generation=int(body.get("metadata", {}).get("generation") or 0),

@@ -90,7 +90,7 @@ def keys_mount() -> dict[str, Any]:
 
 
 def build_keys_secret(job: str, metadata: dict[str, Any], tree: Tree, replicas: int = 1) -> dict[str, Any]:
-    """The job's Secret; `metadata` is the builders' `_metadata(owner, keys_secret_name(job))`
+    """The job's Secret; `metadata` is the builders' `object_metadata(owner, keys_secret_name(job))`
     (namespace, labels, the controller owner reference that lets GC remove it)."""
     return {
         "apiVersion": "v1",

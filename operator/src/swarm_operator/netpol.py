@@ -1,6 +1,7 @@
 """The NetworkPolicy of one SwarmTraining: who may reach its pods' two ports.
 
     data port     (ZeroMQ: updates, models)  only from pods of the same job
+    consensus port (root replicas, R > 1)     only from the same job's root replicas
     metrics port  (/metrics, /status, probes) from the operator's pods and the monitoring namespaces
 
 Every other ingress to the job's pods is denied. Egress is left open: pods reach their parents by
@@ -26,7 +27,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from swarm_contract.labels import JOB_LABEL, labels
+from swarm_contract.labels import JOB_LABEL, ROLE_LABEL, labels
 from swarm_contract.spec import SwarmSpec
 from swarm_operator.builders import Body, job_name, job_namespace, owner_reference
 from swarm_operator.settings import Settings
@@ -56,6 +57,14 @@ def _metrics_sources(settings: Settings) -> list[dict[str, Any]] | None:
     return [operator, *monitoring]
 
 
+def _consensus_rules(spec: SwarmSpec, job: str) -> list[dict[str, Any]]:
+    """The replicas' own port, open to the job's root replicas only (none with one root)."""
+    if spec.consensus.replicas == 1:
+        return []
+    replicas = {"podSelector": {"matchLabels": {JOB_LABEL: job, ROLE_LABEL: "root"}}}
+    return [{"from": [replicas], "ports": [{"protocol": "TCP", "port": spec.network.consensus_port}]}]
+
+
 def build_network_policy(spec: SwarmSpec, owner: Body, settings: Settings) -> dict[str, Any]:
     """The job's NetworkPolicy, owned by the SwarmTraining (garbage-collected with it)."""
     job = job_name(owner)
@@ -79,6 +88,7 @@ def build_network_policy(spec: SwarmSpec, owner: Body, settings: Settings) -> di
             "ingress": [
                 {"from": [same_job], "ports": [{"protocol": "TCP", "port": spec.network.data_port}]},
                 metrics_rule,
+                *_consensus_rules(spec, job),
             ],
         },
     }

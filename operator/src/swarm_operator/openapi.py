@@ -65,7 +65,10 @@ def convert(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
     if "description" in schema:
         out["description"] = one_line(schema["description"])
     if kind == "object":
-        if schema.get("additionalProperties") is True or not schema.get("properties"):
+        values = schema.get("additionalProperties")
+        if isinstance(values, dict) and values and not schema.get("properties"):
+            out["additionalProperties"] = convert(values, defs)  # a typed map, e.g. dict[str, int]
+        elif values is True or not schema.get("properties"):
             out["x-kubernetes-preserve-unknown-fields"] = True
         else:
             return convert_model(schema, defs, "")

@@ -1,8 +1,9 @@
 """One reconcile tick as a pure function: observed state in, actions and a status patch out.
 
-    actions = reconcile(spec, tree, pods, root, status, now=..., generation=..., settings=...)
+    actions = reconcile(spec, pods, root, status, now=..., generation=..., settings=...)
 
-The handler lists the job's pods (an index), reads the root's /status, calls this, then applies in
+The handler lists the job's pods (an index), reads the root's /status (with root replicas, every
+replica's, reduced to the one swarm_operator.replicas.agreed_status believes), calls this, then applies in
 order: patch status (so a crash never loses a counted restart), delete, create, emit events, and
 delete the SwarmTraining itself when its TTL after finishing ran out.
 """
@@ -16,9 +17,10 @@ from typing import Any
 
 from swarm_contract.records import RootStatus
 from swarm_contract.spec import SwarmSpec
-from swarm_contract.topology import ROOT_ID, Tree
-from swarm_operator.builders import creation_order
+from swarm_contract.topology import TreeNode
 from swarm_operator.observe import PodObservation
+from swarm_operator.pods import pod_nodes
+from swarm_operator.replicas import replica_pods
 from swarm_operator.restarts import RestartBook, decide_node, iso, parse_iso
 from swarm_operator.settings import Settings
 from swarm_operator.stall import check_progress
@@ -65,7 +67,6 @@ def ttl_expired(spec: SwarmSpec, status: Mapping[str, Any], now: datetime) -> bo
 
 def reconcile(
     spec: SwarmSpec,
-    tree: Tree,
     pods: Mapping[str, PodObservation],
     root: RootStatus | None,
     status: Mapping[str, Any],
@@ -80,10 +81,11 @@ def reconcile(
     delete: list[Deletion] = []
     events: list[Event] = []
     failure: tuple[str, str] | None = None
+    nodes = pod_nodes(spec)
 
     if previous_phase not in TERMINAL_PHASES:
         quarantined = {n.id for n in root.nodes if n.quarantined} if root is not None else set()
-        for node in creation_order(tree):
+        for node in nodes:
             pod = pods.get(node.id)
             if pod is not None and pod.phase == "Succeeded":
                 continue  # this node finished its part of the training
@@ -106,7 +108,8 @@ def reconcile(
             if decision.message:
                 events.append(Event("Warning", f"Node{decision.cause or 'Failed'}", decision.message))
 
-    phase = job_phase(previous_phase, pods.get(ROOT_ID), root)
+    replicas = spec.consensus.replicas
+    phase = job_phase(previous_phase, replica_pods(dict(pods), replicas), root, replicas)
     reason, message = str(status.get("reason") or ""), str(status.get("message") or "")
     if failure is not None and phase not in TERMINAL_PHASES:
         phase, (reason, message) = "Failed", failure
@@ -137,17 +140,17 @@ def reconcile(
     patch.update(moving.status)
     if moving.stalled is not None and _condition_status(status, "Progressing") != "False":
         events.append(Event("Warning", "RoundStalled", moving.stalled))
-    patch.update(counts(tree, pods))
+    patch.update(counts(nodes, pods))
     patch.update(book.to_status(status))
-    nodes, omitted = node_entries(
-        tree, pods, root, book, status.get("nodes") or [], settings.max_status_nodes
+    entries, omitted = node_entries(
+        nodes, pods, root, book, status.get("nodes") or [], settings.max_status_nodes
     )
-    patch["nodes"] = nodes
+    patch["nodes"] = entries
     patch["nodesOmitted"] = omitted
     patch["conditions"] = merge_conditions(
         status.get("conditions") or [],
         [
-            *_conditions(phase, reason, message, tree, pods, book, now, generation),
+            *_conditions(phase, reason, message, nodes, pods, book, now, generation),
             _progressing(phase, moving.stalled, now, generation),
         ],
     )
@@ -185,13 +188,13 @@ def _conditions(
     phase: str,
     reason: str,
     message: str,
-    tree: Tree,
+    nodes: list[TreeNode],
     pods: Mapping[str, PodObservation],
     book: RestartBook,
     now: datetime,
     generation: int,
 ) -> list[dict[str, Any]]:
-    wanted = len(tree.nodes)
+    wanted = len(nodes)
     ready = sum(1 for p in pods.values() if p.ready)
     stuck = sorted(f"{n}: {p.stuck}" for n, p in pods.items() if p.stuck)
     out = [

@@ -9,13 +9,14 @@ from the same contract). Conditions have the metav1.Condition shape, and a condi
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from swarm_contract.records import NodeRecord, RootStatus
-from swarm_contract.topology import ROOT_ID, Tree
+from swarm_contract.topology import TreeNode
 from swarm_operator.observe import PodObservation
+from swarm_operator.replicas import finished_replicas
 from swarm_operator.restarts import RestartBook, iso
 
 TERMINAL_PHASES = ("Succeeded", "Failed")
@@ -28,6 +29,7 @@ PROGRESS_FIELDS = (
     "bytes_sent",
     "dense_equivalent_bytes",
     "samples_per_second",
+    "consensus",
 )
 #: What `status.nodes[]` takes of a node's record; id, role and parent come from the tree, whose
 #: parent is the pod's (a record's parent is whichever aggregator measured it last).
@@ -35,23 +37,22 @@ MEASURED_FIELDS = tuple(name for name in NodeRecord.model_fields if name not in 
 _MEASURED_KEYS = tuple(NodeRecord.model_fields[name].alias or name for name in MEASURED_FIELDS)
 
 
-def job_phase(previous: str | None, root_pod: PodObservation | None, root: RootStatus | None) -> str:
+def job_phase(
+    previous: str | None, root_pods: Sequence[PodObservation], root: RootStatus | None, replicas: int = 1
+) -> str:
     """Pending -> Running -> Succeeded | Failed; a terminal phase never changes again.
 
-    Success is the root's word (its status says Succeeded, or its pod exited 0). A failed root pod
-    is a restart matter (restarts.decide_node), not the job's end; the root reporting Failed is.
+    Success is the root's word: its (agreed, swarm_operator.replicas) status says Succeeded, or its
+    pod exited 0 (with R replicas: f + 1 of their pods). A failed root pod is a restart matter
+    (restarts.decide_node), not the job's end; the root reporting Failed is.
     """
     if previous in TERMINAL_PHASES:
         return previous
-    if (root is not None and root.phase == "Succeeded") or (
-        root_pod is not None and root_pod.phase == "Succeeded"
-    ):
+    if (root is not None and root.phase == "Succeeded") or finished_replicas(root_pods, replicas):
         return "Succeeded"
     if root is not None and root.phase == "Failed":
         return "Failed"
-    if (root is not None and root.phase == "Running") or (
-        root_pod is not None and root_pod.phase == "Running"
-    ):
+    if (root is not None and root.phase == "Running") or any(p.phase == "Running" for p in root_pods):
         return "Running"
     return previous if previous == "Running" else "Pending"
 
@@ -83,9 +84,13 @@ def merge_conditions(
     return [by_type[t] for t in sorted(by_type)]
 
 
-def counts(tree: Tree, pods: Mapping[str, PodObservation]) -> dict[str, Any]:
-    workers = [n.id for n in tree.workers]
-    aggregators = [n.id for n in tree.nodes.values() if n.role != "worker"]
+def counts(nodes: Iterable[TreeNode], pods: Mapping[str, PodObservation]) -> dict[str, Any]:
+    """Wanted and ready pods of `nodes` (swarm_operator.pods.pod_nodes): workers, and the rest
+    (aggregators and the root's replicas) as `aggregators`."""
+    workers: list[str] = []
+    aggregators: list[str] = []
+    for node in nodes:
+        (workers if node.role == "worker" else aggregators).append(node.id)
     ready_workers = sum(1 for n in workers if n in pods and pods[n].ready)
     ready_aggregators = sum(1 for n in aggregators if n in pods and pods[n].ready)
     return {
@@ -113,7 +118,7 @@ def _health_rank(entry: Mapping[str, Any]) -> tuple[int, float, str]:
 
 
 def node_entries(
-    tree: Tree,
+    nodes: Iterable[TreeNode],
     pods: Mapping[str, PodObservation],
     root: RootStatus | None,
     book: RestartBook,
@@ -128,7 +133,7 @@ def node_entries(
     from_root: dict[str, NodeRecord] = {n.id: n for n in root.nodes} if root is not None else {}
     before = {str(e.get("id")): e for e in previous}
     entries: list[dict[str, Any]] = []
-    for node in tree.nodes.values():
+    for node in nodes:
         pod = pods.get(node.id)
         entry: dict[str, Any] = {
             "id": node.id,
@@ -145,7 +150,7 @@ def node_entries(
         seen = from_root.get(node.id)
         if seen is not None:
             entry.update(seen.model_dump(by_alias=True, include=set(MEASURED_FIELDS)))
-        elif node.id in before and node.id != ROOT_ID:
+        elif node.id in before and node.role != "root":
             old = before[node.id]
             for key in _MEASURED_KEYS:
                 if key in old:

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from swarm_contract.command import node_argv, process_ids
+from swarm_contract.command import node_argv, process_ids, process_node
 from swarm_contract.consensus import replica_ids
 from swarm_contract.spec import SwarmSpec
-from swarm_contract.topology import ROOT_ID, TreeNode, plan_tree
+from swarm_contract.topology import ROOT_ID, TreeNode
 from swarm_worker.local.ports import named_ports
 
 
@@ -46,7 +46,6 @@ def plan_processes(
     program: Sequence[str],
 ) -> dict[str, NodeProcess]:
     """Node id -> its process (not started), in the tree's order, then the extra replicas."""
-    tree = plan_tree(spec.workers.replicas, spec.topology.branching_factor)
     ids, replicas = process_ids(spec), replica_ids(spec.consensus.replicas)
     data_ports, metrics_ports, consensus_ports = named_ports(host, ids, ids, replicas)
 
@@ -65,7 +64,7 @@ def plan_processes(
             program=program, bind_host=host, metrics_host=host, threads=threads, keys=str(keys),
             consensus=consensus(node_id),
         )  # fmt: skip
-        node = tree.nodes.get(node_id) or replace(tree.node(ROOT_ID), id=node_id)
+        node = process_node(spec, node_id)
         log = output / "logs" / f"{node_id}.log"
         ports = metrics_ports[node_id], workdir, data_ports[node_id]
         processes[node_id] = NodeProcess(node, argv, log, *ports)
