@@ -19,7 +19,7 @@ from tests.cluster.harness import poll
 from .kube import Kube, example, sized_for_test_nodes
 
 NAMESPACE = "e2e-replicas"
-ROUNDS = 200
+ROUNDS = 140
 #: Kill the leader once this many rounds are committed: the run is well under way and most of it
 #: is still to come, so the replacement has time to start and catch up.
 DELETE_AT = 5
