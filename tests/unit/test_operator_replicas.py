@@ -82,7 +82,10 @@ def test_one_replica_pod_exiting_0_does_not_end_the_job_two_do() -> None:
     assert not ticked.delete
     done = _tick(_pods(root="Succeeded", root_2="Succeeded"), None, {"phase": "Running"})
     assert done.status["phase"] == "Succeeded"
-    assert {d.pod for d in done.delete} == {"j-root-1", "j-root-3", "j-worker-0", "j-worker-1"}
+    later = _tick(
+        _pods(root="Succeeded", root_2="Succeeded"), None, done.status, now=NOW + timedelta(seconds=20)
+    )
+    assert {d.pod for d in later.delete} == {"j-root-1", "j-root-3", "j-worker-0", "j-worker-1"}
 
 
 def _tick(pods: dict[str, PodObservation], root: RootStatus | None, status: dict[str, Any], **kw: Any) -> Any:

@@ -221,7 +221,11 @@ def test_success_cleans_up_stragglers_and_ttl_deletes_the_job() -> None:
     pods["worker-2"] = _obs("worker-2")
     done = _tick(pods, None, {"phase": "Running"}, spec)
     assert (done.status["phase"], done.status["reason"]) == ("Succeeded", "TrainingSucceeded")
-    assert done.delete == (Deletion("j-worker-2"),)
+    assert done.delete == ()  # a grace to exit by itself, keeping its log
+    graced = reconcile(
+        spec, pods, None, {**done.status}, now=NOW + timedelta(seconds=15), generation=2, settings=Settings()
+    )
+    assert graced.delete == (Deletion("j-worker-2"),)
     assert done.delete_job is False
     later = reconcile(
         spec,

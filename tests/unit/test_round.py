@@ -244,8 +244,12 @@ def test_close_is_the_sample_weighted_mean_and_scores_children() -> None:
 
 def test_a_missing_child_is_scored_as_absent() -> None:
     state = _state(training={"minPeers": 4})
-    for i in range(2):
+    for i in range(4):  # each child's first update reached this node: from now on a miss counts
         state.accept(_update(f"worker-{i}"), T0)
+    state.close()
+    state.open(4, torch.zeros(NUMEL), T0 + 1)
+    for i in range(2):
+        state.accept(_update(f"worker-{i}", round_index=4), T0 + 1)
     state.close()
     uptime = {r["id"]: r["uptime"] for r in state.records()}
     assert uptime["worker-2"] < 1.0

@@ -34,6 +34,9 @@ from swarm_operator.status import (
     progress,
 )
 
+#: Seconds a successful job's pods have to exit on their own before the rest are deleted.
+SUCCESS_GRACE_SECONDS = 15.0
+
 
 @dataclass(frozen=True)
 class Deletion:
@@ -126,8 +129,12 @@ def reconcile(
         if previous_phase not in TERMINAL_PHASES:
             patch["completionTime"] = iso(now)
             events.append(Event("Normal" if phase == "Succeeded" else "Warning", phase, message))
-        # Free the GPUs: nothing runs on after the job ended.
-        delete += [Deletion(p.name) for p in pods.values() if not p.finished and not p.deleting and p.name]
+        # Free the GPUs: nothing runs on after the job ended. After a success the nodes are
+        # stopping by themselves (their parents sent STOP): a pod that exits keeps its log, so
+        # only the ones still up after a short grace are deleted.
+        ended = parse_iso(status.get("completionTime")) or now
+        if phase == "Failed" or now >= ended + timedelta(seconds=SUCCESS_GRACE_SECONDS):
+            delete += [Deletion(p.name) for p in pods.values() if p.name and not (p.finished or p.deleting)]
         create = []
         book.pending.clear()
     elif phase != previous_phase and phase == "Running":

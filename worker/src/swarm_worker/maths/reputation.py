@@ -32,6 +32,19 @@ A node whose reputation stays below `threshold` for `quarantine_rounds` consecut
 quarantined: its updates are excluded and the operator replaces its pod. A replacement (a fresh
 process, recognised by its HELLO from round 0) starts on probation (`ReputationBook.reinstate`).
 Missing a round is data, not an error: it lowers uptime and the score of that round.
+
+First contact. A book belongs to one aggregator process: a replaced aggregator (a new pod, a
+restarted process) starts an empty one, and so does every aggregator at the start of a job. Until
+a child delivers its first update to this book it may still be finding the process: a replaced pod
+has a new address (on a cluster a child can take tens of seconds, a few rounds, to connect to it),
+and under CURVE the aggregator cannot even send the round's model to a child that has not spoken.
+Its first FIRST_CONTACT_ROUNDS misses are therefore not scored (`NodeReputation.unscored_misses`
+counts them); every later miss is. So a child that reaches its replaced parent within
+FIRST_CONTACT_ROUNDS rounds loses nothing (and with the defaults survives 5 misses more), while a
+node that withholds its updates still loses uptime: one that delivered once at once, one that never
+delivers (`silent`) FIRST_CONTACT_ROUNDS rounds later, still quarantined within 10 rounds. The
+count is kept in the book, so root replicas (consensus) score alike, and a quarantined node put on
+probation (`reinstate`) gets no new grace.
 """
 
 from __future__ import annotations
@@ -54,6 +67,12 @@ DUPLICATE_COSINE = 0.99
 CENTRAL_RATIO = 0.75
 
 
+#: Misses before a node's first delivery to a book that are not scored ("First contact" above). Each
+#: of them waits out the round's deadline for the node, which is still expected; with the default
+#: decay and threshold a fresh record then takes 7 more misses to be quarantined.
+FIRST_CONTACT_ROUNDS = 3
+
+
 #: NodeRecord fields whose NodeReputation attribute has another name.
 _ATTRIBUTES = {"id": "node_id"}
 
@@ -70,6 +89,8 @@ class NodeReputation:
     rounds_below: int = 0
     quarantined: bool = False
     last_round: int = -1
+    #: Misses not scored because no update of this node reached this book yet (module docstring).
+    unscored_misses: int = 0
 
     def record(self) -> dict[str, object]:
         """The wire and status form: a `swarm_contract.records.NodeRecord` as its camelCase mapping,
@@ -115,7 +136,11 @@ def update_reputation(
     threshold: float,
     quarantine_rounds: int,
 ) -> NodeReputation:
-    """Fold one round's observation into `rep` (mutated and returned)."""
+    """Fold one round's observation into `rep` (mutated and returned); a miss before the node's
+    first delivery to this book is only counted, up to FIRST_CONTACT_ROUNDS (module docstring)."""
+    if not obs.delivered and rep.last_round < 0 and rep.unscored_misses < FIRST_CONTACT_ROUNDS:
+        rep.unscored_misses += 1
+        return rep
     rep.uptime = decay * rep.uptime + (1 - decay) * (1.0 if obs.delivered else 0.0)
     score = 0.3 * rep.uptime
     if obs.delivered:

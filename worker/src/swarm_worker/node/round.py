@@ -15,7 +15,9 @@ Round r at one aggregator:
                              reputation observations: a RoundResult. The updates are combined in
                              their sparse form (node.combine): (n, k) rows on a common support, a
                              (d,) accumulator for the means on own supports, never an (n, d)
-                             matrix unless an update is dense; reputation is scored on those rows
+                             matrix unless an update is dense; reputation is scored on those rows,
+                             a miss of each expected child too (not its first few before its first
+                             update here: maths.reputation "First contact")
     hello(child, round, answered)
                              whether a child needs the dense model: it is on another round, or it
                              answered this one and its update is not here (this node restarted)

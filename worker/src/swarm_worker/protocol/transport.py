@@ -53,6 +53,8 @@ class WireCounters(Protocol):
 # Queues are bounded in messages; a full queue drops (ROUTER) or blocks briefly (DEALER, see send).
 HIGH_WATER_MARK = 64
 SEND_TIMEOUT_MS = 2_000
+#: Longest wait for one TCP connect to a parent before ZeroMQ tries again (connect_dealer).
+CONNECT_TIMEOUT_MS = 2_000
 
 #: Headroom over the largest tensor frame an honest node sends (the dense fp32 model), in multiples.
 MODEL_FRAME_MARGIN = 4
@@ -113,6 +115,10 @@ def connect_dealer(
     sock.setsockopt(zmq.IDENTITY, identity.encode() if curve is None else curve_routing_id(identity))
     sock.setsockopt(zmq.RECONNECT_IVL, 100)
     sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2_000)
+    # A replaced parent pod has a new IP under the same DNS name: a connect still aimed at the old
+    # one gets no answer and would hang for the kernel's SYN retries (about two minutes). Cut it
+    # short, so the next attempt resolves the name again and finds the new pod within seconds.
+    sock.setsockopt(zmq.CONNECT_TIMEOUT, CONNECT_TIMEOUT_MS)
     sock.connect(f"tcp://{address}")
     return sock  # type: ignore[no-any-return]  # pyzmq types ctx.socket() as Any
 
