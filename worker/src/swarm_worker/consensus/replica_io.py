@@ -264,7 +264,8 @@ class ReplicaMessages(ABC):
         if verify_certificate(cert, self.keys.replica_verify, self.quorum) is not None:
             r.fault(sender, "signature")
             return
-        fetched = read_state(fields, tensors, r.rt.numel, r.commit.outer.momentum is not None)
+        momentum = r.commit.outer.momentum is not None
+        fetched = read_state(fields, tensors, r.rt.numel, momentum, len(r.rt.tree.nodes))
         if isinstance(fetched, str):
             r.fault(sender, f"bad-state-{fetched}")
             return
