@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from swarm_contract.manifest import parse_spec
-from swarm_contract.records import ConsensusStatus, RootStatus
+from swarm_contract.records import ConsensusStatus, NodeRecord, RootStatus
 from swarm_operator.netpol import build_network_policy
 from swarm_operator.observe import PodObservation
 from swarm_operator.reconcile import Deletion, reconcile
@@ -120,3 +120,23 @@ def test_only_the_jobs_replicas_reach_the_consensus_port() -> None:
         r["ports"][0]["port"] != 5556
         for r in build_network_policy(single, OWNER, Settings())["spec"]["ingress"]
     )
+
+
+def test_one_lying_replica_cannot_get_an_honest_pod_replaced() -> None:
+    def status(round_: int, quarantined: bool) -> RootStatus:
+        scores = {"reputation": 0.9, "uptime": 1.0, "agreement": 1.0, "contribution": 1.0}
+        record = NodeRecord.model_validate(
+            {"id": "worker-0", "role": "worker", "parent": "root", "lastRound": round_, **scores}
+            | {"quarantined": quarantined}
+        )
+        return _status(round_).model_copy(update={"nodes": [record]})
+
+    liar_in_the_middle = [status(9, False), status(8, True), status(7, False), status(7, False)]
+    chosen = agreed_status(liar_in_the_middle, 4)
+    assert chosen is not None
+    assert chosen.round == 8  # the liar's own status is the one reported...
+    assert not chosen.nodes[0].quarantined  # ...but not its lone quarantine
+    assert not _tick(_pods(), chosen, {"phase": "Running"}).delete
+    two = agreed_status([status(9, True), status(8, True), status(7, False)], 4)
+    assert two is not None
+    assert two.nodes[0].quarantined

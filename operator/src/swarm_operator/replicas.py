@@ -7,12 +7,14 @@ may lie in their /status or exit 0 whenever they like.
 The rule is PBFT's reply rule: a claim counts once f + 1 replicas make it, since then at least one
 honest replica does. Progress is the (f + 1)-th highest round reported (a round at least one honest
 replica reached), and a terminal phase needs f + 1 replicas reporting it; with fewer readable
-statuses than f + 1 there is nothing to believe, and the last written progress stays. With one
-root (f = 0) every rule reduces to "the root says so". Pure.
+statuses than f + 1 there is nothing to believe, and the last written progress stays. A node is
+quarantined (and its pod replaced) only when f + 1 replicas report it so. With one root (f = 0)
+every rule reduces to "the root says so". Pure.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 
 from swarm_contract.consensus import replica_ids, tolerated_faults
@@ -43,8 +45,18 @@ def agreed_status(statuses: Sequence[RootStatus], replicas: int) -> RootStatus |
             return _by_round(ended)[quorum - 1]
     chosen = _by_round(statuses)[quorum - 1]
     if chosen.phase in TERMINAL:  # claimed by fewer than f + 1: not the job's end yet
-        return chosen.model_copy(update={"phase": "Running"})
-    return chosen
+        chosen = chosen.model_copy(update={"phase": "Running"})
+    return _agreed_quarantine(chosen, statuses, quorum)
+
+
+def _agreed_quarantine(chosen: RootStatus, statuses: Sequence[RootStatus], quorum: int) -> RootStatus:
+    """`chosen` with a node marked quarantined only where f + 1 replicas say so: the operator
+    replaces a quarantined node's pod, and one lying replica must not get honest pods replaced."""
+    if quorum == 1:
+        return chosen
+    votes = Counter(n.id for s in statuses for n in s.nodes if n.quarantined)
+    nodes = [n.model_copy(update={"quarantined": votes[n.id] >= quorum}) for n in chosen.nodes]
+    return chosen.model_copy(update={"nodes": nodes})
 
 
 def replica_pods(pods: dict[str, PodObservation], replicas: int) -> list[PodObservation]:
