@@ -106,6 +106,16 @@ INVALID = [
         ["spec.simulation.byzantine", "not a rank below workers.replicas"],
     ),
     (
+        "pipeline-with-alpha",
+        _with("spec.training", {"pipeline": True, "alpha": 0.5}),
+        ["spec.training.pipeline", "cannot be combined with training.alpha > 0"],
+    ),
+    (
+        "lm-dirichlet",
+        _with("spec.task", {"name": "lm", "partition": "dirichlet"}),
+        ["spec.task.partition", "needs class labels"],
+    ),
+    (
         "ports-clash",
         _with("spec.network", {"consensusPort": 5555}),
         ["spec.network", "dataPort, metricsPort and consensusPort must differ"],

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from swarm_contract.operations import RestartPolicy
 from swarm_contract.restarts import backoff_seconds
-from swarm_contract.spec import RestartPolicy
 from swarm_operator.observe import (
     PodObservation,
     final_root_status,

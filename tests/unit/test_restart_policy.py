@@ -12,13 +12,14 @@ import pytest
 
 from swarm_contract.command import node_argv
 from swarm_contract.manifest import parse_manifest
+from swarm_contract.operations import RestartPolicy
 from swarm_contract.restarts import (
     JOB_LIMIT_EXCEEDED,
     NODE_LIMIT_EXCEEDED,
     backoff_seconds,
     decide_restart,
 )
-from swarm_contract.spec import RestartPolicy, SwarmSpec
+from swarm_contract.spec import SwarmSpec
 from swarm_contract.topology import bottom_aggregators, plan_tree
 from swarm_operator.builders import tree_of
 from swarm_operator.pods import node_command

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from swarm_contract.spec import RestartPolicy
+from swarm_contract.operations import RestartPolicy
 
 NODE_LIMIT_EXCEEDED = "NodeRestartLimitExceeded"
 JOB_LIMIT_EXCEEDED = "JobRestartLimitExceeded"

@@ -17,6 +17,7 @@ from typing import Annotated, Any, Final, Literal, get_args
 from pydantic import Field, model_validator
 
 from swarm_contract.consensus import tolerated_faults, valid_replica_count
+from swarm_contract.operations import Consensus, Network, RestartPolicy
 from swarm_contract.section import Section as _Section
 from swarm_contract.simulation import Simulation
 from swarm_contract.tolerance import guaranteed_workers
@@ -36,6 +37,11 @@ RULE_NAMES: Final[tuple[str, ...]] = get_args(RuleName)
 #: The pre-aggregation steps that may run before a rule, in the order given.
 PreAggregationName = Literal["nnm", "bucketing", "clipping", "arc"]
 PRE_AGGREGATION_NAMES: Final[tuple[str, ...]] = get_args(PreAggregationName)
+
+
+#: Built-in tasks whose examples carry token sequences, not one class label: a Dirichlet split over
+#: classes does not apply to them.
+TOKEN_TASKS = frozenset({"lm"})
 
 
 class SpecError(ValueError):
@@ -195,32 +201,6 @@ class Checkpoint(_Section):
     claim_name: str = ""
 
 
-class Consensus(_Section):
-    #: Root replicas: 1, or 3f + 1 to tolerate f crashed or lying ones (docs/consensus.md).
-    replicas: Annotated[int, Field(ge=1, le=31)] = 1
-    #: Seconds without a commit, once the round is ready (all reported or deadline), before a view change.
-    view_timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = 10.0
-
-
-class RestartPolicy(_Section):
-    per_node_limit: Annotated[int, Field(ge=0)] = 3
-    per_job_limit: Annotated[int, Field(ge=0)] = 20
-    backoff_seconds: Annotated[float, Field(ge=0)] = 1.0
-    max_backoff_seconds: Annotated[float, Field(ge=0)] = 60.0
-
-
-class Network(_Section):
-    data_port: Annotated[int, Field(ge=1024, le=65535)] = 5555
-    metrics_port: Annotated[int, Field(ge=1024, le=65535)] = 9090
-    #: A root replica's port for the other replicas (prepare, commit, view change, state transfer);
-    #: only opened with `consensus.replicas` > 1.
-    consensus_port: Annotated[int, Field(ge=1024, le=65535)] = 5556
-    #: Largest frame any node accepts; ZeroMQ drops a bigger message (and the peer's connection)
-    #: before it is read. Unset: derived from the model, 4 x its dense fp32 size + 4 MiB for the
-    #: header frame (swarm_worker.protocol.transport.effective_max_message_bytes).
-    max_message_bytes: Annotated[int | None, Field(ge=1024)] = None
-
-
 class SwarmSpec(_Section):
     image: str = "ncrsh-swarm-worker:0.1.0"
     workers: Workers = Workers()
@@ -260,6 +240,12 @@ class SwarmSpec(_Section):
         if len(liars) > tolerated_faults(r):
             f = tolerated_faults(r)
             raise ValueError(f"simulation.byzantineReplicas: {len(liars)} liars, {r} replicas tolerate {f}")
+        if self.training.pipeline and self.training.alpha > 0:
+            raise ValueError("training.pipeline cannot be combined with training.alpha > 0")
+        if self.task.name in TOKEN_TASKS and self.task.partition == "dirichlet":
+            raise ValueError(
+                f"task.partition 'dirichlet' needs class labels; task {self.task.name!r} has none"
+            )
         net = self.network
         if len({net.data_port, net.metrics_port, net.consensus_port}) != 3:
             raise ValueError("network: dataPort, metricsPort and consensusPort must differ")

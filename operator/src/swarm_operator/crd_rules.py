@@ -34,6 +34,18 @@ SPEC_RULES: list[dict[str, Any]] = [
         "fieldPath": ".simulation.byzantine",
     },
     {
+        "rule": "!has(self.training) || !has(self.training.pipeline) || !self.training.pipeline || "
+        "!has(self.training.alpha) || self.training.alpha == 0.0",
+        "message": "training.pipeline cannot be combined with training.alpha > 0",
+        "fieldPath": ".training.pipeline",
+    },
+    {
+        "rule": "!has(self.task) || !has(self.task.name) || !has(self.task.partition) || "
+        "!(self.task.name == 'lm' && self.task.partition == 'dirichlet')",
+        "message": "task.partition 'dirichlet' needs class labels; task 'lm' has none",
+        "fieldPath": ".task.partition",
+    },
+    {
         "rule": "!has(self.network) || (self.network.dataPort != self.network.metricsPort && "
         "self.network.dataPort != self.network.consensusPort && "
         "self.network.metricsPort != self.network.consensusPort)",

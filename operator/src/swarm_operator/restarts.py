@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from swarm_contract.operations import RestartPolicy
 from swarm_contract.restarts import decide_restart
-from swarm_contract.spec import RestartPolicy
 from swarm_operator.observe import PodObservation
 
 #: Causes whose pod cannot be gracefully deleted (its kubelet is gone): delete with grace period 0.

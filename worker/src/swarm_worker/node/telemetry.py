@@ -118,8 +118,11 @@ class StatusServer:
                 self.send_response(code)
                 self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                try:
+                    self.end_headers()
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    return  # the client (a probe that timed out, a scraper) left before its answer
 
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
                 return  # scrapes every few seconds would drown the node's own log
