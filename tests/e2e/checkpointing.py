@@ -96,11 +96,7 @@ def check_deleted_root_resumes(kube: Kube, applied: dict[str, Any]) -> str:
     seen: list[int] = []  # status.round at every poll, from the first checkpoint to the end
 
     def status() -> dict[str, Any]:
-        st = kube.status(NAMESPACE, name)
-        assert st.get("phase") != "Failed", json.dumps(st)[:2000]
-        if "round" in st:
-            seen.append(int(st["round"]))
-        return st
+        return kube.watch_rounds(NAMESPACE, name, seen)
 
     poll(
         f"{name} past its first checkpoint",

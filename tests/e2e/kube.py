@@ -89,6 +89,15 @@ class Kube:
     def status(self, namespace: str, name: str) -> dict[str, Any]:
         return dict(self.job(namespace, name).get("status") or {})
 
+    def watch_rounds(self, namespace: str, name: str, seen: list[int]) -> dict[str, Any]:
+        """The job's status, asserting it has not Failed; its `round`, if any, appended to `seen`
+        (a test that polls through this can then check the round never went back)."""
+        st = self.status(namespace, name)
+        assert st.get("phase") != "Failed", json.dumps(st)[:2000]
+        if "round" in st:
+            seen.append(int(st["round"]))
+        return st
+
     def pods(self, namespace: str, job: str) -> list[dict[str, Any]]:
         """The job's pods: labelled with it AND controlled by its SwarmTraining, as the operator
         counts them (a pod that only copies the labels, like the rogue of test_2, is not one)."""

@@ -10,7 +10,6 @@ beside test_4_oom.py's (its fixture applies both before either is awaited).
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
@@ -46,11 +45,7 @@ def check_deleted_leader_is_outlived(kube: Kube, job: dict[str, Any]) -> str:
     seen: list[int] = []
 
     def status() -> dict[str, Any]:
-        st = kube.status(NAMESPACE, name)
-        assert st.get("phase") != "Failed", json.dumps(st)[:2000]
-        if "round" in st:
-            seen.append(int(st["round"]))
-        return st
+        return kube.watch_rounds(NAMESPACE, name, seen)
 
     first = poll(
         f"{name} past round {DELETE_AT}",

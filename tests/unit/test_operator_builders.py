@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from swarm_contract.manifest import parse_manifest, parse_spec
-from swarm_contract.spec import SpecError, SwarmSpec
+from swarm_contract.spec import SwarmSpec
 from swarm_contract.topology import plan_tree
 from swarm_operator.builders import build_configmap, build_secret, build_service, tree_of
 from swarm_operator.pods import build_pod, build_pods, node_command, pod_nodes
@@ -458,11 +458,6 @@ def test_root_replicas_are_pods_that_reach_each_other_on_the_consensus_port() ->
     service_ports = {p["name"]: p["port"] for p in build_service(spec, OWNER)["spec"]["ports"]}
     assert service_ports["consensus"] == 5556
     assert "consensus" not in {p["name"] for p in build_service(_spec(), OWNER)["spec"]["ports"]}
-
-
-def test_ports_must_differ() -> None:
-    with pytest.raises(SpecError, match="network: dataPort, metricsPort and consensusPort must differ"):
-        _spec(network={"consensusPort": 9090})
 
 
 def test_each_pod_mounts_only_its_own_secret_key_and_the_public_keys_it_needs() -> None:

@@ -27,8 +27,12 @@ from swarm_contract.spec import SpecError
             {"network": {"metricsPort": 5555}},
             "spec: network: dataPort, metricsPort and consensusPort must differ",
         ),
+        (
+            {"network": {"consensusPort": 9090}},
+            "spec: network: dataPort, metricsPort and consensusPort must differ",
+        ),
     ],
-    ids=["pipeline-alpha", "lm-dirichlet", "ports"],
+    ids=["pipeline-alpha", "lm-dirichlet", "data-metrics-ports", "metrics-consensus-ports"],
 )
 def test_a_combination_that_cannot_run_is_one_line(spec: dict[str, Any], message: str) -> None:
     with pytest.raises(SpecError) as refused:

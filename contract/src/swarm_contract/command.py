@@ -55,6 +55,12 @@ def process_node(spec: SwarmSpec, process_id: str) -> TreeNode:
     return replace(tree.node(ROOT_ID), id=process_id)
 
 
+def is_root_replica(spec: SwarmSpec, node_id: str) -> bool:
+    """Whether `node_id` is one of R > 1 root replicas (which talk to each other on their consensus
+    ports); with one root, `root` is not."""
+    return spec.consensus.replicas > 1 and replica_index(node_id, spec.consensus.replicas) is not None
+
+
 def needs_replicas(spec: SwarmSpec, node: TreeNode) -> bool:
     """Whether `node` reports to the root's replicas (and needs every replica's address)."""
     return node.parent == ROOT_ID and spec.consensus.replicas > 1
@@ -86,7 +92,7 @@ def node_argv(
     (R > 1) needs `consensus`: its consensus port, and how to reach every replica's."""
     tree = plan_tree(spec.workers.replicas, spec.topology.branching_factor)
     replicas = spec.consensus.replicas
-    replica = replicas > 1 and replica_index(node_id, replicas) is not None
+    replica = is_root_replica(spec, node_id)
     node = tree.node(ROOT_ID if replica else node_id)
     argv = [*program, "node", "--manifest", manifest, "--node-id", node_id]
     if replica:

@@ -19,8 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from swarm_contract.command import node_argv, process_ids, process_node
-from swarm_contract.consensus import replica_index
+from swarm_contract.command import is_root_replica, node_argv, process_ids, process_node
 from swarm_contract.keys import KEYS_MOUNT
 from swarm_contract.labels import GPU_FRACTION_ANNOTATION, configmap_name, node_host, pod_name
 from swarm_contract.spec import SwarmSpec
@@ -50,11 +49,6 @@ WORKDIR = "/var/lib/swarm"
 DEFAULT_CHECKPOINT_DIR = f"{WORKDIR}/checkpoints"
 CONTAINER_NAME = "swarm"
 RUN_AS_USER = 10001
-
-
-def is_root_replica(spec: SwarmSpec, node_id: str) -> bool:
-    """Whether `node_id` is one of R > 1 root replicas (which talk to each other)."""
-    return spec.consensus.replicas > 1 and replica_index(node_id, spec.consensus.replicas) is not None
 
 
 def pod_nodes(spec: SwarmSpec) -> list[TreeNode]:

@@ -112,7 +112,7 @@ def reconcile(
                 events.append(Event("Warning", f"Node{decision.cause or 'Failed'}", decision.message))
 
     replicas = spec.consensus.replicas
-    phase = job_phase(previous_phase, replica_pods(dict(pods), replicas), root, replicas)
+    phase = job_phase(previous_phase, replica_pods(pods, replicas), root, replicas)
     reason, message = str(status.get("reason") or ""), str(status.get("message") or "")
     if failure is not None and phase not in TERMINAL_PHASES:
         phase, (reason, message) = "Failed", failure

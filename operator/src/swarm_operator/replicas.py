@@ -15,7 +15,7 @@ every rule reduces to "the root says so". Pure.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from swarm_contract.consensus import replica_ids, tolerated_faults
 from swarm_contract.records import RootStatus
@@ -59,7 +59,7 @@ def _agreed_quarantine(chosen: RootStatus, statuses: Sequence[RootStatus], quoru
     return chosen.model_copy(update={"nodes": nodes})
 
 
-def replica_pods(pods: dict[str, PodObservation], replicas: int) -> list[PodObservation]:
+def replica_pods(pods: Mapping[str, PodObservation], replicas: int) -> list[PodObservation]:
     """The root replicas' pods that exist, `root` first."""
     return [pods[r] for r in replica_ids(replicas) if r in pods]
 

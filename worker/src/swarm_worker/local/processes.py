@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from swarm_contract.command import node_argv, process_ids, process_node
+from swarm_contract.command import is_root_replica, node_argv, process_ids, process_node
 from swarm_contract.consensus import replica_ids
 from swarm_contract.spec import SwarmSpec
 from swarm_contract.topology import ROOT_ID, TreeNode
@@ -50,7 +50,7 @@ def plan_processes(
     data_ports, metrics_ports, consensus_ports = named_ports(host, ids, ids, replicas)
 
     def consensus(node_id: str) -> tuple[int, Callable[[str], str]] | None:
-        if len(replicas) == 1 or node_id not in consensus_ports:
+        if not is_root_replica(spec, node_id):
             return None
         return consensus_ports[node_id], lambda r: f"{host}:{consensus_ports[r]}"
 
